@@ -1,0 +1,526 @@
+//! The host's configuration: one TOML file, overridden by command-line flags and `COURIER_*`
+//! environment variables, plus an optional sidecar `<plugin>.toml` beside each `.wasm` file.
+//!
+//! Every table rejects unknown keys, and every value is checked at start-up; an error names
+//! the file and the key. Precedence, lowest first: built-in defaults, the `[defaults]` table,
+//! the plugin's sidecar file, the host file's `[plugins.<name>]` table.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
+
+/// The whole host configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Broker URL: `memory://` (the embedded broker, the default) or `amqp://…`.
+    pub broker: Option<String>,
+    /// Directory of `.wasm` plugins (and their sidecar `.toml` files).
+    pub plugins_dir: Option<PathBuf>,
+    pub admin: AdminConfig,
+    pub engine: EngineConfig,
+    pub memory_broker: MemoryBrokerConfig,
+    pub log: LogConfig,
+    /// Settings every plugin starts from.
+    pub defaults: PluginOverrides,
+    /// Settings for one plugin, by plugin name.
+    pub plugins: BTreeMap<String, PluginOverrides>,
+}
+
+/// The admin HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    /// Loopback by default; binding anywhere else requires `token`.
+    pub listen: SocketAddr,
+    /// Bearer token required on every request except health checks, when set.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7411)),
+            token: None,
+        }
+    }
+}
+
+/// The WebAssembly engine, shared by all plugins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Instances alive at once across all plugins (the pooling allocator's slots).
+    pub max_instances: u32,
+    /// The largest linear memory any plugin may be granted, in MiB.
+    pub max_memory_mib: u64,
+    /// How often deadlines are checked, in milliseconds.
+    pub epoch_tick_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_instances: 1000,
+            max_memory_mib: 256,
+            epoch_tick_ms: 5,
+        }
+    }
+}
+
+/// The embedded broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryBrokerConfig {
+    /// Messages a queue holds (ready plus unacknowledged) before publishers wait.
+    pub queue_capacity: usize,
+}
+
+impl Default for MemoryBrokerConfig {
+    fn default() -> Self {
+        MemoryBrokerConfig {
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `info,courier::guest=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Whether a plugin gets a fresh instance per message or reuses one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstancePolicy {
+    /// A fresh store and instance for every message: nothing leaks between messages.
+    Fresh,
+    /// Instances are kept and reused, recycled after a trap and after `recycle_after`
+    /// messages. Faster for guests with costly start-up, but state written by one message
+    /// is visible to the next handled by the same instance.
+    Reuse,
+}
+
+/// Settings of one plugin, every key optional: the layers above fill what is missing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginOverrides {
+    /// Messages handled at once; the broker prefetch follows it.
+    pub concurrency: Option<u32>,
+    /// Longest a handler may run for one message, in milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// Linear memory the plugin may grow to, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Most messages one handler call may publish, send or reply.
+    pub max_publishes: Option<u32>,
+    /// Largest body accepted, consumed or published, in bytes.
+    pub max_message_bytes: Option<u64>,
+    /// Deliveries before a failing message goes to the error queue.
+    pub max_attempts: Option<u32>,
+    pub instance: Option<InstancePolicy>,
+    /// With `instance = "reuse"`: messages an instance handles before it is replaced.
+    pub recycle_after: Option<u64>,
+    /// Settings the plugin reads with `config.get`; nested tables flatten to dotted keys.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// A plugin's settings once every layer has been applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSettings {
+    pub concurrency: u32,
+    pub deadline: Duration,
+    pub memory_bytes: u64,
+    pub max_publishes: u32,
+    pub max_message_bytes: u64,
+    pub max_attempts: u32,
+    pub instance: InstancePolicy,
+    pub recycle_after: u64,
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            concurrency: 4,
+            deadline: Duration::from_secs(5),
+            memory_bytes: 64 << 20,
+            max_publishes: 100,
+            max_message_bytes: 1 << 20,
+            max_attempts: 5,
+            instance: InstancePolicy::Fresh,
+            recycle_after: 10_000,
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+impl PluginOverrides {
+    /// Reads a sidecar file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    }
+
+    /// Applies the keys this layer sets on top of `settings`; `origin` names the layer in errors
+    /// (`plugins.payment`, `payment.toml`).
+    pub fn apply(
+        &self,
+        settings: &mut PluginSettings,
+        origin: &str,
+        max_memory_mib: u64,
+    ) -> Result<()> {
+        let key = |name: &str| format!("{origin}.{name}");
+        if let Some(v) = self.concurrency {
+            ensure_range(&key("concurrency"), u64::from(v), 1, 1024)?;
+            settings.concurrency = v;
+        }
+        if let Some(v) = self.deadline_ms {
+            ensure_range(&key("deadline_ms"), v, 1, 3_600_000)?;
+            settings.deadline = Duration::from_millis(v);
+        }
+        if let Some(v) = self.memory_mib {
+            ensure_range(&key("memory_mib"), v, 1, max_memory_mib)
+                .context("raise engine.max_memory_mib to grant more")?;
+            settings.memory_bytes = v << 20;
+        }
+        if let Some(v) = self.max_publishes {
+            ensure_range(&key("max_publishes"), u64::from(v), 0, 100_000)?;
+            settings.max_publishes = v;
+        }
+        if let Some(v) = self.max_message_bytes {
+            ensure_range(&key("max_message_bytes"), v, 1, 128 << 20)?;
+            settings.max_message_bytes = v;
+        }
+        if let Some(v) = self.max_attempts {
+            ensure_range(&key("max_attempts"), u64::from(v), 1, 1000)?;
+            settings.max_attempts = v;
+        }
+        if let Some(v) = self.instance {
+            settings.instance = v;
+        }
+        if let Some(v) = self.recycle_after {
+            ensure_range(&key("recycle_after"), v, 1, u64::MAX)?;
+            settings.recycle_after = v;
+        }
+        flatten_config(&self.config, "", &key("config"), &mut settings.config)?;
+        Ok(())
+    }
+}
+
+fn ensure_range(key: &str, value: u64, min: u64, max: u64) -> Result<()> {
+    if value < min || value > max {
+        bail!("{key} = {value} is out of range: it must be between {min} and {max}");
+    }
+    Ok(())
+}
+
+fn flatten_config(
+    table: &toml::Table,
+    prefix: &str,
+    origin: &str,
+    out: &mut BTreeMap<String, String>,
+) -> Result<()> {
+    for (name, value) in table {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Datetime(d) => d.to_string(),
+            toml::Value::Table(inner) => {
+                flatten_config(inner, &key, origin, out)?;
+                continue;
+            }
+            toml::Value::Array(_) => {
+                bail!("{origin}.{key}: arrays are not supported in plugin config; use a string")
+            }
+        };
+        out.insert(key, text);
+    }
+    Ok(())
+}
+
+impl HostConfig {
+    /// Reads and checks a host configuration file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses and checks a host configuration.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: HostConfig = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!(e.to_string().trim_end().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges, and the admin API's exposure.
+    pub fn validate(&self) -> Result<()> {
+        ensure_range(
+            "engine.max_instances",
+            u64::from(self.engine.max_instances),
+            1,
+            100_000,
+        )?;
+        ensure_range("engine.max_memory_mib", self.engine.max_memory_mib, 1, 4096)?;
+        ensure_range("engine.epoch_tick_ms", self.engine.epoch_tick_ms, 1, 1000)?;
+        ensure_range(
+            "memory_broker.queue_capacity",
+            self.memory_broker.queue_capacity as u64,
+            1,
+            10_000_000,
+        )?;
+        if let Some(broker) = &self.broker {
+            BrokerUrl::parse(broker).context("broker")?;
+        }
+        if self.admin.enabled
+            && !self.admin.listen.ip().is_loopback()
+            && self.admin.token.as_deref().is_none_or(str::is_empty)
+        {
+            bail!(
+                "admin.listen = {} is not a loopback address, so admin.token must be set",
+                self.admin.listen
+            );
+        }
+        // Check every layer now, so a bad value fails start-up rather than a later load.
+        let mut probe = PluginSettings::default();
+        self.defaults
+            .apply(&mut probe, "defaults", self.engine.max_memory_mib)?;
+        for (name, overrides) in &self.plugins {
+            overrides.apply(
+                &mut probe.clone(),
+                &format!("plugins.{name}"),
+                self.engine.max_memory_mib,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The settings of plugin `name`, whose sidecar file (if any) is `sidecar`.
+    pub fn plugin_settings(
+        &self,
+        name: &str,
+        sidecar: Option<(&Path, &PluginOverrides)>,
+    ) -> Result<PluginSettings> {
+        let mut settings = PluginSettings::default();
+        let max = self.engine.max_memory_mib;
+        self.defaults.apply(&mut settings, "defaults", max)?;
+        if let Some((path, overrides)) = sidecar {
+            let origin = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            overrides.apply(&mut settings, &origin, max)?;
+        }
+        if let Some(overrides) = self.plugins.get(name) {
+            overrides.apply(&mut settings, &format!("plugins.{name}"), max)?;
+        }
+        Ok(settings)
+    }
+}
+
+/// Which broker to use, parsed from a URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BrokerUrl {
+    /// The embedded broker, `memory://`.
+    Memory,
+    /// RabbitMQ, `amqp://` or `amqps://`.
+    Amqp(String),
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<Self> {
+        if url == "memory://" || url == "memory" {
+            Ok(BrokerUrl::Memory)
+        } else if url.starts_with("amqp://") || url.starts_with("amqps://") {
+            Ok(BrokerUrl::Amqp(url.to_owned()))
+        } else {
+            bail!(
+                "unsupported broker URL `{}`: use memory:// or amqp://user:password@host:port/vhost",
+                redact_url(url)
+            )
+        }
+    }
+}
+
+/// Shows the URL with any password replaced, so broker credentials never reach a log.
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BrokerUrl::Memory => f.write_str("memory://"),
+            BrokerUrl::Amqp(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let redacted = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    match path {
+        Some(path) => format!("{scheme}://{redacted}/{path}"),
+        None => format!("{scheme}://{redacted}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let config = HostConfig::from_toml("").unwrap();
+        assert_eq!(
+            config.plugin_settings("any", None).unwrap(),
+            PluginSettings::default()
+        );
+        assert!(config.admin.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_config_tables_flatten() {
+        let config = HostConfig::from_toml(
+            r#"
+            [defaults]
+            concurrency = 2
+            deadline_ms = 100
+            [plugins.inventory]
+            concurrency = 8
+            [plugins.inventory.config]
+            stock.WIDGET = 10
+            carrier = "Post"
+            "#,
+        )
+        .unwrap();
+        let sidecar = PluginOverrides {
+            deadline_ms: Some(250),
+            concurrency: Some(3),
+            ..Default::default()
+        };
+        let settings = config
+            .plugin_settings("inventory", Some((Path::new("inventory.toml"), &sidecar)))
+            .unwrap();
+        assert_eq!(settings.concurrency, 8, "host file beats sidecar");
+        assert_eq!(
+            settings.deadline,
+            Duration::from_millis(250),
+            "sidecar beats defaults"
+        );
+        assert_eq!(
+            settings.config.get("stock.WIDGET").map(String::as_str),
+            Some("10")
+        );
+        assert_eq!(
+            settings.config.get("carrier").map(String::as_str),
+            Some("Post")
+        );
+    }
+
+    /// Each bad file beside the text its error must contain.
+    #[test]
+    fn bad_configs_fail_naming_the_key() {
+        let cases = [
+            ("brokr = \"memory://\"", "unknown field `brokr`"),
+            ("[engine]\nmax_instance = 3", "unknown field `max_instance`"),
+            (
+                "[defaults]\nconcurrency = 0",
+                "defaults.concurrency = 0 is out of range",
+            ),
+            (
+                "[plugins.payment]\nmemory_mib = 9000",
+                "plugins.payment.memory_mib = 9000 is out of range",
+            ),
+            ("[plugins.payment]\nretries = 3", "unknown field `retries`"),
+            (
+                "[plugins.payment.config]\nlimits = [1, 2]",
+                "plugins.payment.config.limits: arrays are not supported",
+            ),
+            (
+                "broker = \"kafka://x\"",
+                "unsupported broker URL `kafka://x`",
+            ),
+            (
+                "[admin]\nlisten = \"0.0.0.0:7411\"",
+                "admin.token must be set",
+            ),
+            (
+                "[defaults]\ninstance = \"shared\"",
+                "unknown variant `shared`",
+            ),
+            ("[defaults]\nconcurrency = \"four\"", "invalid type"),
+        ];
+        for (text, expected) in cases {
+            let error = format!("{:#}", HostConfig::from_toml(text).unwrap_err());
+            assert!(
+                error.contains(expected),
+                "config {text:?}: expected {expected:?} in {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let url = BrokerUrl::parse("amqp://guest:s3cret@rabbit:5672/%2f").unwrap();
+        assert_eq!(url.to_string(), "amqp://guest:***@rabbit:5672/%2f");
+        assert_eq!(format!("{url:?}"), "amqp://guest:***@rabbit:5672/%2f");
+        let error = BrokerUrl::parse("nats://u:s3cret@host")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("s3cret"), "{error}");
+        assert_eq!(redact_url("amqp://host"), "amqp://host");
+    }
+}

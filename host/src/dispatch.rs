@@ -1,0 +1,338 @@
+//! Moves messages from a plugin's input queue through its handler and settles them.
+//!
+//! One pump per plugin pulls deliveries while fewer than `concurrency` are in flight and
+//! hands each to a task of its own. A delivery is settled only after its outcome is known:
+//! on success the outbox is released to the broker first and the message acked after the
+//! broker confirmed it; every other outcome follows [`crate::recoverability`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::envelope::{is_known_content_type, now_ms};
+use crate::plugin::Plugin;
+use crate::recoverability::{self, Decision, FaultSource};
+use crate::registry::PluginSlot;
+use crate::stats::{Event, Stats};
+use crate::transport::{Consumer, DeadLetter, Delivery, Endpoint, Outbound, Route, Transport};
+
+/// Runs the pumps of all plugins and tracks their in-flight work.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    transport: Arc<dyn Transport>,
+    stats: Arc<Stats>,
+    host_name: Arc<str>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Dispatcher {
+    pub fn new(transport: Arc<dyn Transport>, stats: Arc<Stats>, host_name: &str) -> Self {
+        Dispatcher {
+            transport,
+            stats,
+            host_name: host_name.into(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Declares the plugin's endpoint and starts consuming it.
+    pub async fn start(&self, slot: Arc<PluginSlot>) -> Result<()> {
+        let plugin = slot.load_full();
+        let endpoint = Endpoint {
+            queue: plugin.name().to_owned(),
+            subscriptions: plugin.info().subscriptions.clone(),
+        };
+        self.transport.declare_endpoint(&endpoint).await?;
+        let concurrency = plugin.settings().concurrency;
+        let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
+        let consumer = self.transport.consume(&endpoint.queue, prefetch).await?;
+        tracing::info!(
+            plugin = plugin.name(),
+            version = plugin.version(),
+            queue = %endpoint.queue,
+            subscriptions = ?endpoint.subscriptions,
+            concurrency,
+            "consuming"
+        );
+        let pump = Pump {
+            dispatcher: self.clone(),
+            slot,
+            queue: endpoint.queue,
+            limit: Arc::new(Semaphore::new(concurrency as usize)),
+        };
+        self.tasks.spawn(pump.run(consumer));
+        Ok(())
+    }
+
+    /// Stops pulling new messages and waits for the ones in flight to be settled.
+    pub async fn drain(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+struct Pump {
+    dispatcher: Dispatcher,
+    slot: Arc<PluginSlot>,
+    queue: String,
+    limit: Arc<Semaphore>,
+}
+
+impl Pump {
+    async fn run(self, mut consumer: Box<dyn Consumer>) {
+        let stop = self.dispatcher.stop.clone();
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                permit = Arc::clone(&self.limit).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let delivery = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                delivery = consumer.next() => match delivery {
+                    Some(delivery) => delivery,
+                    None => break,
+                },
+            };
+            // The version current now handles this message, even if a newer one arrives meanwhile.
+            let plugin = self.slot.load_full();
+            let dispatcher = self.dispatcher.clone();
+            let queue = self.queue.clone();
+            self.dispatcher.tasks.spawn(async move {
+                dispatcher.handle(&plugin, &queue, delivery).await;
+                drop(permit);
+            });
+        }
+        tracing::debug!(queue = %self.queue, "pump stopped");
+    }
+}
+
+impl Dispatcher {
+    /// Handles one delivery to the end: it is settled when this returns.
+    async fn handle(&self, plugin: &Plugin, queue: &str, delivery: Delivery) {
+        let envelope = &delivery.envelope;
+        let settings = plugin.settings();
+        if envelope.is_expired_at(now_ms()) {
+            let error = format!(
+                "expired at {} ms, before it was handled",
+                envelope.expires_at_ms.unwrap_or_default()
+            );
+            return self
+                .dead_letter(
+                    plugin,
+                    queue,
+                    delivery,
+                    DeadLetter::Expired,
+                    "expired",
+                    &error,
+                )
+                .await;
+        }
+        if !plugin.handles(&envelope.message_type) {
+            let error = format!(
+                "plugin {} has no handler for {}",
+                plugin.name(),
+                envelope.message_type
+            );
+            return self
+                .dead_letter(
+                    plugin,
+                    queue,
+                    delivery,
+                    DeadLetter::Skipped,
+                    "no-handler",
+                    &error,
+                )
+                .await;
+        }
+        if !is_known_content_type(&envelope.content_type) {
+            let error = format!(
+                "content type `{}` is not supported: use application/msgpack or application/json",
+                envelope.content_type
+            );
+            return self
+                .dead_letter(
+                    plugin,
+                    queue,
+                    delivery,
+                    DeadLetter::Error,
+                    "unsupported-content-type",
+                    &error,
+                )
+                .await;
+        }
+        if envelope.body.len() as u64 > settings.max_message_bytes {
+            let error = format!(
+                "body of {} bytes is over the limit of {} bytes",
+                envelope.body.len(),
+                settings.max_message_bytes
+            );
+            return self
+                .dead_letter(
+                    plugin,
+                    queue,
+                    delivery,
+                    DeadLetter::Error,
+                    "too-large",
+                    &error,
+                )
+                .await;
+        }
+
+        let started = Instant::now();
+        let invocation = plugin.invoke(envelope, queue);
+        let elapsed = started.elapsed();
+        let decision =
+            recoverability::decide(&invocation.outcome, envelope.attempt, settings.max_attempts);
+        tracing::debug!(
+            plugin = plugin.name(),
+            version = plugin.version(),
+            message_id = %envelope.id,
+            message_type = envelope.short_type(),
+            conversation_id = %envelope.conversation_id,
+            attempt = envelope.attempt,
+            outcome = ?invocation.outcome,
+            elapsed_us = elapsed.as_micros() as u64,
+            "handled"
+        );
+        match decision {
+            Decision::Complete => self.complete(plugin, delivery, invocation.outbox).await,
+            Decision::Redeliver { error } => {
+                tracing::warn!(
+                    plugin = plugin.name(),
+                    version = plugin.version(),
+                    message_id = %envelope.id,
+                    message_type = envelope.short_type(),
+                    conversation_id = %envelope.conversation_id,
+                    attempt = envelope.attempt,
+                    %error,
+                    "handling failed; the message will be delivered again"
+                );
+                self.stats
+                    .record(&envelope.message_type, Some(plugin.name()), Event::Retried);
+                self.requeue(delivery).await;
+            }
+            Decision::DeadLetter { reason, error } => {
+                self.dead_letter(plugin, queue, delivery, DeadLetter::Error, reason, &error)
+                    .await;
+            }
+        }
+    }
+
+    /// Releases the outbox, and acks once the broker holds all of it. If the broker refuses,
+    /// the message is delivered again; its follow-ups keep their ids, so duplicates can be told.
+    async fn complete(&self, plugin: &Plugin, delivery: Delivery, outbox: Vec<Outbound>) {
+        let published: Vec<String> = outbox
+            .iter()
+            .map(|m| m.envelope.message_type.clone())
+            .collect();
+        if let Err(error) = self.transport.dispatch(outbox).await {
+            tracing::error!(
+                plugin = plugin.name(),
+                message_id = %delivery.envelope.id,
+                error = format!("{error:#}"),
+                "the broker did not take the follow-ups; the message will be delivered again"
+            );
+            self.stats.record(
+                &delivery.envelope.message_type,
+                Some(plugin.name()),
+                Event::Retried,
+            );
+            return self.requeue(delivery).await;
+        }
+        for message_type in &published {
+            self.stats.record(message_type, None, Event::Published);
+        }
+        self.stats.record(
+            &delivery.envelope.message_type,
+            Some(plugin.name()),
+            Event::Handled,
+        );
+        let message_id = delivery.envelope.id.clone();
+        if let Err(error) = delivery.acker.ack().await {
+            tracing::error!(
+                message_id,
+                error = format!("{error:#}"),
+                "ack failed; the broker will deliver the message again"
+            );
+        }
+    }
+
+    async fn requeue(&self, delivery: Delivery) {
+        let message_id = delivery.envelope.id.clone();
+        if let Err(error) = delivery.acker.requeue(delivery.envelope).await {
+            tracing::error!(
+                message_id,
+                error = format!("{error:#}"),
+                "requeue failed; the broker will deliver the message again"
+            );
+        }
+    }
+
+    /// Moves the message to a dead-letter queue with its fault headers, then acks it.
+    async fn dead_letter(
+        &self,
+        plugin: &Plugin,
+        queue: &str,
+        delivery: Delivery,
+        target: DeadLetter,
+        reason: &str,
+        error: &str,
+    ) {
+        let envelope = &delivery.envelope;
+        tracing::warn!(
+            plugin = plugin.name(),
+            version = plugin.version(),
+            message_id = %envelope.id,
+            message_type = envelope.short_type(),
+            conversation_id = %envelope.conversation_id,
+            attempt = envelope.attempt,
+            reason,
+            error,
+            queue = target.queue_for(queue),
+            "dead-lettered"
+        );
+        let source = FaultSource {
+            plugin: plugin.name(),
+            plugin_version: plugin.version(),
+            queue,
+            host: &self.host_name,
+        };
+        let faulted = recoverability::with_fault_headers(envelope, source, reason, error);
+        let moved = Outbound {
+            route: Route::Send(target.queue_for(queue)),
+            envelope: faulted,
+            delay: None,
+        };
+        if let Err(error) = self.transport.dispatch(vec![moved]).await {
+            tracing::error!(message_id = %envelope.id, error = format!("{error:#}"), "cannot dead-letter; the message will be delivered again");
+            return self.requeue(delivery).await;
+        }
+        let event = match target {
+            DeadLetter::Error => Event::DeadLettered,
+            DeadLetter::Skipped => Event::Skipped,
+            DeadLetter::Expired => Event::Expired,
+        };
+        self.stats
+            .record(&envelope.message_type, Some(plugin.name()), event);
+        let message_id = envelope.id.clone();
+        if let Err(error) = delivery.acker.ack().await {
+            tracing::error!(
+                message_id,
+                error = format!("{error:#}"),
+                "ack failed; the broker will deliver the message again"
+            );
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The one WebAssembly engine of a host: pooling allocator, epoch deadlines, and the linker
+//! every plugin is instantiated against.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::EngineConfig;
+use crate::sandbox::{HostState, bindings};
+
+/// Core instances one component may create: a Rust component has a handful, an interpreter
+/// (Python, JavaScript) a few more.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// Guard pages after each linear memory.
+const MEMORY_GUARD_BYTES: u64 = 64 << 10;
+/// Pages of each linear memory kept resident between instances (reset with a memset, which
+/// is cheaper than giving small heaps back to the kernel and faulting them in again).
+const MEMORY_KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
+/// The engine, its tick, and the linker with the host's imports.
+#[derive(Clone)]
+pub struct CourierEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    tick: Duration,
+    dropper: mpsc::Sender<Box<dyn Send>>,
+}
+
+impl std::fmt::Debug for CourierEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CourierEngine")
+            .field("tick", &self.tick)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pooling allocator's knobs, chosen from the host configuration.
+fn engine_config(settings: &EngineConfig) -> Config {
+    let max_memory = settings.max_memory_mib << 20;
+    let mut pooling = PoolingAllocationConfig::new();
+    pooling
+        .total_component_instances(settings.max_instances)
+        .total_core_instances(
+            settings
+                .max_instances
+                .saturating_mul(CORE_INSTANCES_PER_COMPONENT),
+        )
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(settings.max_instances.saturating_mul(2))
+        .total_tables(settings.max_instances.saturating_mul(4))
+        .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
+        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT_BYTES)
+        .table_keep_resident(64 << 10);
+
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
+        .epoch_interruption(true)
+        // Handlers run synchronously; the stores need none of the async machinery.
+        .concurrency_support(false)
+        // Reserve only what a memory may grow to, not 4 GiB per slot: with a thousand slots
+        // the difference is terabytes of address space to map and unmap.
+        .memory_reservation(max_memory)
+        .memory_guard_size(MEMORY_GUARD_BYTES)
+        .memory_reservation_for_growth(0)
+        .memory_init_cow(true);
+    config
+}
+
+impl CourierEngine {
+    /// Builds the engine and starts its two helper threads: the epoch tick that enforces
+    /// deadlines, and the dropper that releases finished stores off the message path.
+    pub fn new(settings: &EngineConfig) -> Result<Self> {
+        let engine = Engine::new(&engine_config(settings))
+            .map_err(anyhow::Error::from)
+            .context("cannot create the WebAssembly engine")?;
+        let tick = Duration::from_millis(settings.epoch_tick_ms);
+
+        let weak = engine.weak();
+        thread::Builder::new()
+            .name("courier-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    thread::sleep(tick);
+                }
+            })
+            .context("cannot start the epoch thread")?;
+
+        let (dropper, garbage) = mpsc::channel::<Box<dyn Send>>();
+        thread::Builder::new()
+            .name("courier-dropper".into())
+            .spawn(move || garbage.into_iter().for_each(drop))
+            .context("cannot start the store dropper thread")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link WASI")?;
+        bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(anyhow::Error::from)
+        .context("cannot link the courier:bus imports")?;
+
+        Ok(CourierEngine {
+            engine,
+            linker,
+            tick,
+            dropper,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+
+    /// Epoch ticks that cover `deadline` (at least one).
+    pub fn ticks_for(&self, deadline: Duration) -> u64 {
+        let tick = self.tick.as_nanos().max(1);
+        u64::try_from(deadline.as_nanos().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Hands a finished store (or anything else costly to drop) to the dropper thread.
+    pub fn drop_later(&self, garbage: impl Send + 'static) {
+        if let Err(mpsc::SendError(garbage)) = self.dropper.send(Box::new(garbage)) {
+            drop(garbage);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! A running host: the engine, the loaded plugins, a broker and the dispatcher, behind one
+//! handle. `courier run`, the admin API and the tests all drive a host through this type.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::config::{BrokerUrl, HostConfig};
+use crate::dispatch::Dispatcher;
+use crate::engine::CourierEngine;
+use crate::plugin::Plugin;
+use crate::publish::PublishRequest;
+use crate::registry::Registry;
+use crate::stats::{Event, Stats, Summary};
+use crate::transport::memory::MemoryBroker;
+use crate::transport::{Outbound, Transport};
+
+/// A plugin file that was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub file: String,
+    pub error: String,
+}
+
+/// The running host.
+#[derive(Debug)]
+pub struct Host {
+    config: Arc<HostConfig>,
+    registry: Registry,
+    transport: Arc<dyn Transport>,
+    memory: Option<MemoryBroker>,
+    dispatcher: Dispatcher,
+    stats: Arc<Stats>,
+    refused: Mutex<Vec<Refusal>>,
+    name: String,
+}
+
+impl Host {
+    /// A host on the broker its configuration names (the embedded one by default).
+    pub async fn new(config: HostConfig) -> Result<Self> {
+        config.validate()?;
+        let broker = BrokerUrl::parse(config.broker.as_deref().unwrap_or("memory://"))?;
+        match broker {
+            BrokerUrl::Memory => {
+                let memory = MemoryBroker::new(config.memory_broker.queue_capacity);
+                let transport: Arc<dyn Transport> = Arc::new(memory.clone());
+                Self::assemble(config, transport, Some(memory))
+            }
+            BrokerUrl::Amqp(_) => {
+                bail!("broker {broker}: the RabbitMQ transport is not built yet; use memory://")
+            }
+        }
+    }
+
+    /// A host on a transport built by the caller.
+    pub fn with_transport(config: HostConfig, transport: Arc<dyn Transport>) -> Result<Self> {
+        config.validate()?;
+        Self::assemble(config, transport, None)
+    }
+
+    fn assemble(
+        config: HostConfig,
+        transport: Arc<dyn Transport>,
+        memory: Option<MemoryBroker>,
+    ) -> Result<Self> {
+        let engine = CourierEngine::new(&config.engine)?;
+        let config = Arc::new(config);
+        let stats = Arc::new(Stats::default());
+        let name = gethostname::gethostname().to_string_lossy().into_owned();
+        Ok(Host {
+            registry: Registry::new(engine, Arc::clone(&config)),
+            dispatcher: Dispatcher::new(Arc::clone(&transport), Arc::clone(&stats), &name),
+            config,
+            transport,
+            memory,
+            stats,
+            refused: Mutex::default(),
+            name,
+        })
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// The transport, for publishing and consuming beside the host (tests, tools).
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// The embedded broker, when the host runs on it.
+    pub fn memory_broker(&self) -> Option<&MemoryBroker> {
+        self.memory.as_ref()
+    }
+
+    /// Loads one plugin file and starts consuming its queue. Compilation runs off the async
+    /// threads.
+    pub async fn load_plugin(self: &Arc<Self>, path: &Path) -> Result<Arc<Plugin>> {
+        let host = Arc::clone(self);
+        let path_buf = path.to_owned();
+        let plugin = tokio::task::spawn_blocking(move || host.registry.compile(&path_buf))
+            .await
+            .context("plugin compilation was cancelled")??;
+        tracing::info!(
+            plugin = plugin.name(),
+            version = plugin.version(),
+            file = %plugin.path().display(),
+            digest = &plugin.digest()[..12],
+            subscriptions = ?plugin.info().subscriptions,
+            "plugin loaded"
+        );
+        let slot = self.registry.register(plugin)?;
+        self.dispatcher.start(Arc::clone(&slot)).await?;
+        Ok(slot.load_full())
+    }
+
+    /// Loads every `.wasm` file of `dir`. A file that fails is refused with its reason (logged
+    /// and kept in [`Host::refused`]); the others load.
+    pub async fn load_plugins_dir(self: &Arc<Self>, dir: &Path) -> Result<Vec<Arc<Plugin>>> {
+        let mut loaded = Vec::new();
+        for file in Registry::plugin_files(dir)? {
+            match self.load_plugin(&file).await {
+                Ok(plugin) => loaded.push(plugin),
+                Err(error) => {
+                    let error = format!("{error:#}");
+                    tracing::error!(file = %file.display(), %error, "plugin refused");
+                    self.refused
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Refusal {
+                            file: file.display().to_string(),
+                            error,
+                        });
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The plugin files refused so far.
+    pub fn refused(&self) -> Vec<Refusal> {
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current version of every loaded plugin.
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        self.registry.current()
+    }
+
+    /// Puts a message in from outside (publish or send); returns its id once the broker has it.
+    pub async fn submit(&self, request: PublishRequest, source: &str) -> Result<String> {
+        let outbound = request.into_outbound(source)?;
+        let id = outbound.envelope.id.clone();
+        self.dispatch(outbound).await?;
+        Ok(id)
+    }
+
+    /// Hands one prepared message to the broker.
+    pub async fn dispatch(&self, outbound: Outbound) -> Result<()> {
+        let message_type = outbound.envelope.message_type.clone();
+        self.transport.dispatch(vec![outbound]).await?;
+        self.stats.record(&message_type, None, Event::Published);
+        Ok(())
+    }
+
+    /// On the embedded broker: waits until no message is ready, in flight or delayed, seen
+    /// twice `poll` apart.
+    pub async fn wait_until_idle(&self, poll: Duration) -> Result<()> {
+        let Some(memory) = &self.memory else {
+            bail!("waiting for idle needs the embedded broker");
+        };
+        let mut quiet_polls = 0;
+        while quiet_polls < 2 {
+            tokio::time::sleep(poll).await;
+            // Every delivery stays unacknowledged until settled, and follow-ups are enqueued
+            // before their parent is acked, so an idle broker means no work is left.
+            quiet_polls = if memory.is_idle() { quiet_polls + 1 } else { 0 };
+        }
+        Ok(())
+    }
+
+    /// Stops consuming and waits for every message in flight to be settled.
+    pub async fn shutdown(&self) {
+        tracing::info!("draining: no new messages are taken; waiting for those in flight");
+        self.dispatcher.drain().await;
+        tracing::info!("drained");
+    }
+
+    /// What the host did so far.
+    pub fn summary(&self) -> Summary {
+        self.stats.summary()
+    }
+
+    /// The host's name, as written in fault headers.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}

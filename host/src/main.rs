@@ -1,0 +1,358 @@
+//! The `courier` command: run a host, put messages into one, inspect a plugin.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use courier_host::admin::{self, AdminState};
+use courier_host::config::{LogFormat, redact_url};
+use courier_host::inspect::inspect;
+use courier_host::publish::read_seed_file;
+use courier_host::{CourierEngine, Host, HostConfig, PublishRequest};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "courier",
+    version,
+    about = "A WebAssembly plugin host for message handlers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a host: load the plugins and handle messages until stopped.
+    Run(RunArgs),
+    /// Publish an event to a running host (through its admin API).
+    Publish(PublishArgs),
+    /// Send a command to one endpoint of a running host (through its admin API).
+    Send(SendArgs),
+    /// Show what a component is: world, version, subscriptions, imports, exports.
+    Inspect {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Configuration file (TOML).
+    #[arg(long, short, env = "COURIER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Broker URL: memory:// (embedded, the default) or amqp://user:password@host:port/vhost.
+    #[arg(long, env = "COURIER_BROKER", hide_env_values = true)]
+    broker: Option<String>,
+    /// Directory of plugins (`.wasm`, with optional sidecar `.toml`).
+    #[arg(long, env = "COURIER_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// Messages to put in once the plugins are loaded: a file of JSON lines.
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// Stop once every message has been handled (embedded broker only), and print a summary.
+    #[arg(long)]
+    exit_when_idle: bool,
+    /// Write the run's counters as JSON to this file when the host stops.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+    /// Address of the admin API (overrides `admin.listen`).
+    #[arg(long, env = "COURIER_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Bearer token for the admin API (overrides `admin.token`).
+    #[arg(long, env = "COURIER_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Do not serve the admin API.
+    #[arg(long)]
+    no_admin: bool,
+    /// Log format (overrides `log.format`).
+    #[arg(long, env = "COURIER_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Args)]
+struct AdminClientArgs {
+    /// The admin API of the running host.
+    #[arg(
+        long,
+        env = "COURIER_ADMIN_URL",
+        default_value = "http://127.0.0.1:7411"
+    )]
+    admin: String,
+    /// Bearer token for the admin API.
+    #[arg(long, env = "COURIER_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct MessageArgs {
+    /// Message type URN, e.g. urn:message:Orders:OrderPlaced.
+    message_type: String,
+    /// Body as JSON; encoded to the content type.
+    body: String,
+    /// Body encoding on the wire.
+    #[arg(long, value_parser = ["application/msgpack", "application/json"], default_value = "application/msgpack")]
+    content_type: String,
+    #[arg(long)]
+    correlation_id: Option<String>,
+    #[arg(long)]
+    session_id: Option<String>,
+    #[arg(long)]
+    reply_to: Option<String>,
+    /// The message expires this many milliseconds after it is sent.
+    #[arg(long)]
+    ttl_ms: Option<u64>,
+    #[command(flatten)]
+    admin: AdminClientArgs,
+}
+
+#[derive(Debug, Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    message: MessageArgs,
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// The endpoint (queue) to send to.
+    destination: String,
+    #[command(flatten)]
+    message: MessageArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Publish(args) => put(args.message, None),
+        Command::Send(args) => put(args.message, Some(args.destination)),
+        Command::Inspect { file, json } => inspect_file(&file, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => HostConfig::from_file(path)?,
+        None => HostConfig::default(),
+    };
+    if let Some(broker) = args.broker {
+        config.broker = Some(broker);
+    }
+    if let Some(plugins) = args.plugins {
+        config.plugins_dir = Some(plugins);
+    }
+    if let Some(listen) = args.admin_listen {
+        config.admin.listen = listen;
+    }
+    if let Some(token) = args.admin_token {
+        config.admin.token = Some(token);
+    }
+    if args.no_admin {
+        config.admin.enabled = false;
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    config.validate().context("invalid configuration")?;
+    init_tracing(&config)?;
+    let plugins_dir = config
+        .plugins_dir
+        .clone()
+        .context("no plugins directory: pass --plugins DIR or set plugins_dir")?;
+    let options = RunOptions {
+        plugins_dir,
+        seed: args.seed,
+        exit_when_idle: args.exit_when_idle,
+        summary: args.summary,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("courier")
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config, options))
+}
+
+struct RunOptions {
+    plugins_dir: PathBuf,
+    seed: Option<PathBuf>,
+    exit_when_idle: bool,
+    summary: Option<PathBuf>,
+}
+
+async fn serve(config: HostConfig, options: RunOptions) -> Result<()> {
+    let started = Instant::now();
+    let admin_config = config.admin.clone();
+    let host = Arc::new(Host::new(config).await?);
+    tracing::info!(broker = %host.transport().describe(), plugins = %options.plugins_dir.display(), "courier starting");
+    let loaded = host.load_plugins_dir(&options.plugins_dir).await?;
+    if loaded.is_empty() {
+        bail!(
+            "no plugin could be loaded from {}",
+            options.plugins_dir.display()
+        );
+    }
+
+    let draining = Arc::new(AtomicBool::new(false));
+    if admin_config.enabled {
+        let listener = tokio::net::TcpListener::bind(admin_config.listen)
+            .await
+            .with_context(|| format!("cannot bind the admin API to {}", admin_config.listen))?;
+        tracing::info!(address = %listener.local_addr()?, "admin API listening");
+        let app = admin::app(AdminState {
+            host: Arc::clone(&host),
+            token: admin_config.token.as_deref().map(Arc::from),
+            draining: Arc::clone(&draining),
+        });
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "admin API stopped");
+            }
+        });
+    }
+
+    if let Some(seed) = &options.seed {
+        let requests = read_seed_file(seed)?;
+        let count = requests.len();
+        for request in requests {
+            host.submit(request, "seed").await?;
+        }
+        tracing::info!(count, file = %seed.display(), "seed messages published");
+    }
+
+    if options.exit_when_idle {
+        tokio::select! {
+            result = host.wait_until_idle(Duration::from_millis(50)) => result?,
+            () = shutdown_signal() => {}
+        }
+    } else {
+        shutdown_signal().await;
+    }
+    draining.store(true, Ordering::SeqCst);
+    // A second signal while draining stops the process at once.
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("second signal: exiting without waiting for messages in flight");
+        std::process::exit(130);
+    });
+    host.shutdown().await;
+
+    let summary = host.summary();
+    println!(
+        "\nSummary: {} plugin(s) on {} in {:.1} s",
+        loaded.len(),
+        host.transport().describe(),
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", summary.render());
+    for refusal in host.refused() {
+        println!("refused: {}: {}", refusal.file, refusal.error);
+    }
+    if let Some(path) = &options.summary {
+        let json = serde_json::to_vec_pretty(&summary)?;
+        std::fs::write(path, json)
+            .with_context(|| format!("cannot write summary {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+fn init_tracing(config: &HostConfig) -> Result<()> {
+    let filter = EnvFilter::try_from_env("COURIER_LOG")
+        .or_else(|_| EnvFilter::try_new(&config.log.filter))
+        .with_context(|| format!("log.filter `{}` is not a valid filter", config.log.filter))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let installed = match config.log.format {
+        LogFormat::Human => builder.compact().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
+fn put(args: MessageArgs, destination: Option<String>) -> Result<()> {
+    let body: serde_json::Value =
+        serde_json::from_str(&args.body).context("the body is not valid JSON")?;
+    let mut request = PublishRequest::new(args.message_type, body);
+    request.content_type = Some(args.content_type);
+    request.destination = destination;
+    request.correlation_id = args.correlation_id;
+    request.session_id = args.session_id;
+    request.reply_to = args.reply_to;
+    request.ttl_ms = args.ttl_ms;
+    let url = format!("{}/v1/messages", args.admin.admin.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut call = agent.post(&url);
+    if let Some(token) = &args.admin.token {
+        call = call.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut response = call.send_json(&request).with_context(|| {
+        format!(
+            "cannot reach the admin API at {}",
+            redact_url(&args.admin.admin)
+        )
+    })?;
+    let status = response.status();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    if !status.is_success() {
+        bail!("the host refused the message ({status}): {text}");
+    }
+    println!("{text}");
+    Ok(())
+}
+
+fn inspect_file(file: &Path, json: bool) -> Result<()> {
+    let engine = CourierEngine::new(&courier_host::config::EngineConfig::default())?;
+    let inspection = inspect(&engine, file)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
+    } else {
+        print!("{inspection}");
+    }
+    Ok(())
+}

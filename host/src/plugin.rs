@@ -1,0 +1,413 @@
+//! A loaded plugin: compiled once into an `InstancePre`, checked at load, described by
+//! itself, and invoked once per message in a store of its own.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Store, Trap};
+
+use crate::config::{InstancePolicy, PluginSettings};
+use crate::engine::CourierEngine;
+use crate::envelope::{Envelope, validate_message_type};
+use crate::outbox::Parent;
+use crate::sandbox::bindings::courier::bus::types as wit;
+use crate::sandbox::bindings::{Plugin as PluginWorld, PluginPre};
+use crate::sandbox::{HostState, PluginIdentity};
+use crate::transport::Outbound;
+
+/// The export every Courier plugin must have.
+pub const HANDLER_EXPORT: &str = "courier:bus/handler@0.1.0";
+
+/// What a plugin says about itself (`describe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub subscriptions: Vec<String>,
+}
+
+/// How one handler call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `Ok`: release the outbox, then ack.
+    Handled,
+    /// `Err(retry)`: a transient failure.
+    Retry(String),
+    /// `Err(reject)`: a permanent failure.
+    Reject(String),
+    /// The instance trapped (a panic, the deadline, the memory cap): transient, and the
+    /// instance is never used again.
+    Trapped(String),
+}
+
+/// The result of one handler call: its outcome and what it staged in the outbox.
+#[derive(Debug)]
+pub struct Invocation {
+    pub outcome: Outcome,
+    pub outbox: Vec<Outbound>,
+}
+
+/// A reusable instance (for `instance = "reuse"`), with the number of messages it handled.
+struct Warm {
+    store: Store<HostState>,
+    bindings: PluginWorld,
+    uses: u64,
+}
+
+/// A plugin ready to handle messages.
+pub struct Plugin {
+    info: PluginInfo,
+    path: PathBuf,
+    digest: String,
+    settings: PluginSettings,
+    identity: Arc<PluginIdentity>,
+    pre: PluginPre<HostState>,
+    engine: CourierEngine,
+    ticks: u64,
+    warm: Mutex<Vec<Warm>>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("info", &self.info)
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Deadline for `describe` at load time: generous, since it runs once.
+const DESCRIBE_DEADLINE: Duration = Duration::from_secs(10);
+
+impl Plugin {
+    /// Loads the plugin in `path`. `settings_for` gives the settings of the plugin once its
+    /// name is known. Every error names the file and the problem.
+    pub fn load(
+        engine: &CourierEngine,
+        path: &Path,
+        settings_for: impl FnOnce(&PluginInfo) -> Result<PluginSettings>,
+    ) -> Result<Plugin> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read plugin {}", path.display()))?;
+        Self::from_bytes(engine, &bytes, path, settings_for)
+            .with_context(|| format!("plugin {} refused", path.display()))
+    }
+
+    /// Loads a plugin from its bytes; `path` names it in errors.
+    pub fn from_bytes(
+        engine: &CourierEngine,
+        bytes: &[u8],
+        path: &Path,
+        settings_for: impl FnOnce(&PluginInfo) -> Result<PluginSettings>,
+    ) -> Result<Plugin> {
+        let component = Component::new(engine.engine(), bytes)
+            .map_err(|e| anyhow!("not a valid WebAssembly component: {}", first_line(&e)))?;
+        let instance_pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow!("it needs imports the host does not provide: {e:#}"))?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| {
+            anyhow!("it does not export `{HANDLER_EXPORT}` (with describe and handle): {e:#}")
+        })?;
+
+        let provisional = Arc::new(identity_for("(loading)", "", &PluginSettings::default()));
+        let info = describe(engine, &pre, provisional)?;
+        let settings = settings_for(&info)?;
+        Ok(Plugin {
+            identity: Arc::new(identity_for(&info.name, &info.version, &settings)),
+            ticks: engine.ticks_for(settings.deadline),
+            digest: hex_digest(bytes),
+            path: path.to_owned(),
+            engine: engine.clone(),
+            warm: Mutex::new(Vec::new()),
+            info,
+            settings,
+            pre,
+        })
+    }
+
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn version(&self) -> &str {
+        &self.info.version
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// SHA-256 of the component's bytes, hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn settings(&self) -> &PluginSettings {
+        &self.settings
+    }
+
+    /// Whether the plugin has a handler for `message_type`.
+    pub fn handles(&self, message_type: &str) -> bool {
+        self.info.subscriptions.iter().any(|s| s == message_type)
+    }
+
+    /// Handles one message consumed from `queue`. Runs synchronously, bounded by the
+    /// plugin's deadline.
+    pub fn invoke(&self, envelope: &Envelope, queue: &str) -> Invocation {
+        let message = to_wit(envelope);
+        let parent = Parent::of(envelope, queue);
+        match self.settings.instance {
+            InstancePolicy::Fresh => {
+                let mut store = self.new_store();
+                store.data_mut().begin(parent);
+                let result = self.pre.instantiate(&mut store).and_then(|bindings| {
+                    bindings
+                        .courier_bus_handler()
+                        .call_handle(&mut store, &message)
+                });
+                let outbox = store.data_mut().finish();
+                self.engine.drop_later(store);
+                Invocation {
+                    outcome: self.outcome(result),
+                    outbox,
+                }
+            }
+            InstancePolicy::Reuse => self.invoke_warm(&message, parent),
+        }
+    }
+
+    fn invoke_warm(&self, message: &wit::Message, parent: Parent) -> Invocation {
+        let pooled = self
+            .warm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let warm = match pooled {
+            Some(warm) => Ok(warm),
+            None => {
+                let mut store = self.new_store();
+                self.pre.instantiate(&mut store).map(|bindings| Warm {
+                    store,
+                    bindings,
+                    uses: 0,
+                })
+            }
+        };
+        let mut warm = match warm {
+            Ok(warm) => warm,
+            Err(error) => {
+                return Invocation {
+                    outcome: self.outcome(Err(error)),
+                    outbox: Vec::new(),
+                };
+            }
+        };
+        warm.store.set_epoch_deadline(self.ticks);
+        warm.store.data_mut().begin(parent);
+        let result = warm
+            .bindings
+            .courier_bus_handler()
+            .call_handle(&mut warm.store, message);
+        let outbox = warm.store.data_mut().finish();
+        warm.uses += 1;
+        let outcome = self.outcome(result);
+        if matches!(outcome, Outcome::Trapped(_)) || warm.uses >= self.settings.recycle_after {
+            self.engine.drop_later(warm.store);
+        } else {
+            self.warm
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(warm);
+        }
+        Invocation { outcome, outbox }
+    }
+
+    fn new_store(&self) -> Store<HostState> {
+        new_store(&self.engine, Arc::clone(&self.identity), self.ticks)
+    }
+
+    fn outcome(&self, result: wasmtime::Result<Result<(), wit::HandleError>>) -> Outcome {
+        match result {
+            Ok(Ok(())) => Outcome::Handled,
+            Ok(Err(wit::HandleError::Retry(reason))) => Outcome::Retry(reason),
+            Ok(Err(wit::HandleError::Reject(reason))) => Outcome::Reject(reason),
+            Err(error) => Outcome::Trapped(describe_trap(&error, self.settings.deadline)),
+        }
+    }
+}
+
+fn new_store(
+    engine: &CourierEngine,
+    identity: Arc<PluginIdentity>,
+    ticks: u64,
+) -> Store<HostState> {
+    let mut store = Store::new(engine.engine(), HostState::new(identity));
+    store.limiter(|state| state.limiter());
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(ticks);
+    store
+}
+
+/// Calls `describe` in a store of its own and checks the answer.
+fn describe(
+    engine: &CourierEngine,
+    pre: &PluginPre<HostState>,
+    identity: Arc<PluginIdentity>,
+) -> Result<PluginInfo> {
+    let mut store = new_store(engine, identity, engine.ticks_for(DESCRIBE_DEADLINE));
+    let bindings = pre.instantiate(&mut store).map_err(|e| {
+        anyhow!(
+            "it cannot be instantiated: {}",
+            describe_trap(&e, DESCRIBE_DEADLINE)
+        )
+    })?;
+    let info = bindings
+        .courier_bus_handler()
+        .call_describe(&mut store)
+        .map_err(|e| anyhow!("describe failed: {}", describe_trap(&e, DESCRIBE_DEADLINE)))?;
+    let info = PluginInfo {
+        name: info.name,
+        version: info.version,
+        subscriptions: info.subscriptions,
+    };
+    validate_info(&info)?;
+    Ok(info)
+}
+
+/// A plugin's self-description must give a usable queue name, a version, and at least one
+/// message type, each handled once.
+fn validate_info(info: &PluginInfo) -> Result<()> {
+    let name_ok = !info.name.is_empty()
+        && info.name.len() <= 200
+        && info
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        bail!(
+            "describe returned the name `{}`: a plugin name is 1 to 200 of the characters A-Z a-z 0-9 - _ .",
+            info.name
+        );
+    }
+    if info.version.trim().is_empty() {
+        bail!(
+            "describe returned an empty version for plugin `{}`",
+            info.name
+        );
+    }
+    if info.subscriptions.is_empty() {
+        bail!("plugin `{}` subscribes to no message type", info.name);
+    }
+    let mut seen = HashSet::new();
+    for message_type in &info.subscriptions {
+        validate_message_type(message_type).map_err(|e| anyhow!("plugin `{}`: {e}", info.name))?;
+        if !seen.insert(message_type) {
+            bail!(
+                "plugin `{}` has two handlers for {message_type}: one handler per message type",
+                info.name
+            );
+        }
+    }
+    Ok(())
+}
+
+fn identity_for(name: &str, version: &str, settings: &PluginSettings) -> PluginIdentity {
+    PluginIdentity {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        config: settings.config.clone(),
+        max_publishes: settings.max_publishes,
+        max_message_bytes: settings.max_message_bytes,
+        memory_bytes: settings.memory_bytes,
+    }
+}
+
+/// Says why an instance trapped, in words an operator can act on.
+fn describe_trap(error: &wasmtime::Error, deadline: Duration) -> String {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!("deadline of {} ms exceeded", deadline.as_millis()),
+        Some(trap) => format!("trap: {trap}"),
+        None => first_line(error),
+    }
+}
+
+/// The error chain on one line, without a backtrace.
+fn first_line(error: &wasmtime::Error) -> String {
+    format!("{error:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn to_wit(envelope: &Envelope) -> wit::Message {
+    wit::Message {
+        id: envelope.id.clone(),
+        message_type: envelope.message_type.clone(),
+        content_type: envelope.content_type.clone(),
+        body: envelope.body.clone(),
+        correlation_id: envelope.correlation_id.clone(),
+        conversation_id: envelope.conversation_id.clone(),
+        initiator_id: envelope.initiator_id.clone(),
+        session_id: envelope.session_id.clone(),
+        reply_to: envelope.reply_to.clone(),
+        source_address: envelope.source_address.clone(),
+        sent_at_ms: envelope.sent_at_ms,
+        expires_at_ms: envelope.expires_at_ms,
+        attempt: envelope.attempt,
+        headers: envelope.headers.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, subscriptions: &[&str]) -> PluginInfo {
+        PluginInfo {
+            name: name.into(),
+            version: "1.0.0".into(),
+            subscriptions: subscriptions.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn descriptions_are_checked() {
+        assert!(validate_info(&info("payment", &["urn:message:Orders:OrderPlaced"])).is_ok());
+        let cases = [
+            (info("", &["urn:message:A:B"]), "a plugin name is"),
+            (info("has space", &["urn:message:A:B"]), "a plugin name is"),
+            (info("p", &[]), "subscribes to no message type"),
+            (
+                info("p", &["OrderPlaced"]),
+                "must start with `urn:message:`",
+            ),
+            (
+                info("p", &["urn:message:A:B", "urn:message:A:B"]),
+                "two handlers",
+            ),
+        ];
+        for (info, expected) in cases {
+            let error = validate_info(&info).unwrap_err().to_string();
+            assert!(error.contains(expected), "{info:?}: {error}");
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! What a plugin instance can reach: the state of its store, and the host side of the
+//! `courier:bus` imports (bus, log, config). WASI is linked deny-by-default: no preopened
+//! directory, no socket, no environment, no arguments; stdout and stderr become log events.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::outbox::{Outbox, Parent};
+use crate::transport::Route;
+
+/// Host bindings generated from the one WIT package in `wit/`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+    });
+}
+
+use bindings::courier::bus::types::{BusError, Level, Outgoing};
+
+/// Who the instance belongs to: fixed for the life of a loaded plugin version.
+#[derive(Debug)]
+pub struct PluginIdentity {
+    pub name: String,
+    pub version: String,
+    pub config: BTreeMap<String, String>,
+    pub max_publishes: u32,
+    pub max_message_bytes: u64,
+    pub memory_bytes: u64,
+}
+
+/// The data of one store: WASI, the resource limits, and the call in progress.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: Limits,
+    identity: Arc<PluginIdentity>,
+    /// The id of the message being handled, shared with the guest's output streams.
+    current: Arc<Mutex<String>>,
+    /// The consumed message, while `handle` runs; `None` during `describe`.
+    parent: Option<Parent>,
+    outbox: Outbox,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("plugin", &self.identity.name)
+            .field("parent", &self.parent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostState {
+    /// A store's data for `identity`, deny-by-default.
+    pub fn new(identity: Arc<PluginIdentity>) -> Self {
+        let current = Arc::new(Mutex::new(String::new()));
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(GuestOutput::new(&identity, &current, "stdout"))
+            .stderr(GuestOutput::new(&identity, &current, "stderr"));
+        let limits = Limits {
+            memory_bytes: usize::try_from(identity.memory_bytes).unwrap_or(usize::MAX),
+        };
+        HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits,
+            outbox: Outbox::new(identity.max_publishes, identity.max_message_bytes),
+            identity,
+            current,
+            parent: None,
+        }
+    }
+
+    /// Prepares the state for handling one message.
+    pub fn begin(&mut self, parent: Parent) {
+        parent
+            .id
+            .clone_into(&mut self.current.lock().unwrap_or_else(PoisonError::into_inner));
+        self.outbox.clear();
+        self.parent = Some(parent);
+    }
+
+    /// Ends the call: what the handler published, to be released only if it succeeded.
+    pub fn finish(&mut self) -> Vec<crate::transport::Outbound> {
+        self.parent = None;
+        self.outbox.take()
+    }
+
+    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limits
+    }
+
+    fn stage(&mut self, route: Route, message: Outgoing) -> Result<String, BusError> {
+        let Some(parent) = &self.parent else {
+            return Err(BusError::Denied(
+                "messages can only be published while handling one".into(),
+            ));
+        };
+        self.outbox.push(parent, route, message)
+    }
+}
+
+/// Most elements a guest table may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The per-plugin memory cap. Growing past it traps with a message that says so, rather than
+/// failing the allocation quietly inside the guest.
+struct Limits {
+    memory_bytes: usize,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            wasmtime::bail!(
+                "memory cap exceeded: the handler asked for {} KiB, its cap is {} KiB",
+                desired >> 10,
+                self.memory_bytes >> 10
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::courier::bus::types::Host for HostState {}
+
+impl bindings::courier::bus::bus::Host for HostState {
+    fn publish(&mut self, message: Outgoing) -> Result<String, BusError> {
+        self.stage(Route::Publish, message)
+    }
+
+    fn send(&mut self, destination: String, message: Outgoing) -> Result<String, BusError> {
+        if destination.trim().is_empty() {
+            return Err(BusError::Invalid(
+                "the destination endpoint is empty".into(),
+            ));
+        }
+        self.stage(Route::Send(destination), message)
+    }
+
+    fn reply(&mut self, message: Outgoing) -> Result<String, BusError> {
+        let reply_to = self.parent.as_ref().and_then(|p| p.reply_to.clone());
+        match reply_to {
+            Some(endpoint) => self.stage(Route::Send(endpoint), message),
+            None => Err(BusError::Invalid(
+                "the consumed message has no reply-to address".into(),
+            )),
+        }
+    }
+}
+
+impl bindings::courier::bus::log::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let plugin = self.identity.name.as_str();
+        let version = self.identity.version.as_str();
+        let message_id = self.parent.as_ref().map_or("", |p| p.id.as_str());
+        let conversation_id = self
+            .parent
+            .as_ref()
+            .map_or("", |p| p.conversation_id.as_str());
+        match level {
+            Level::Trace => {
+                tracing::trace!(target: "courier::guest", plugin, version, message_id, conversation_id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "courier::guest", plugin, version, message_id, conversation_id, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "courier::guest", plugin, version, message_id, conversation_id, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "courier::guest", plugin, version, message_id, conversation_id, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "courier::guest", plugin, version, message_id, conversation_id, "{message}")
+            }
+        }
+    }
+}
+
+impl bindings::courier::bus::config::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.identity.config.get(&key).cloned()
+    }
+}
+
+/// Longest line kept from guest output; the rest of an overlong line is cut.
+const MAX_OUTPUT_LINE: usize = 8 << 10;
+
+/// A guest's stdout or stderr: each complete line becomes a `tracing` event tagged with the
+/// plugin and the message being handled.
+#[derive(Clone)]
+struct GuestOutput {
+    plugin: Arc<str>,
+    stream: &'static str,
+    current: Arc<Mutex<String>>,
+    pending: Arc<Mutex<Vec<u8>>>,
+}
+
+impl GuestOutput {
+    fn new(identity: &PluginIdentity, current: &Arc<Mutex<String>>, stream: &'static str) -> Self {
+        GuestOutput {
+            plugin: identity.name.as_str().into(),
+            stream,
+            current: Arc::clone(current),
+            pending: Arc::default(),
+        }
+    }
+
+    fn write_bytes(&self, bytes: &[u8]) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        for &byte in bytes {
+            if byte == b'\n' {
+                self.emit(&pending);
+                pending.clear();
+            } else if pending.len() < MAX_OUTPUT_LINE {
+                pending.push(byte);
+            }
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let message_id = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let line = String::from_utf8_lossy(line);
+        tracing::info!(target: "courier::guest", plugin = &*self.plugin, message_id, stream = self.stream, "{line}");
+    }
+}
+
+impl Drop for GuestOutput {
+    fn drop(&mut self) {
+        // The last clone flushes a final line that had no newline.
+        if Arc::strong_count(&self.pending) == 1 {
+            let pending =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+            if !pending.is_empty() {
+                self.emit(&pending);
+            }
+        }
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.write_bytes(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.write_bytes(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,340 @@
+//! The embedded broker (`memory://`): bounded in-process queues with the same semantics as
+//! RabbitMQ as Courier uses it (see the contract in [`crate::transport`]). For local work,
+//! the demo and tests; it keeps nothing across restarts.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use anyhow::{Result, anyhow, bail};
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+
+use super::{Acker, Consumer, DeadLetter, Delivery, Endpoint, Outbound, Route, Transport};
+use crate::envelope::Envelope;
+
+/// The embedded broker.
+#[derive(Debug, Clone)]
+pub struct MemoryBroker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    capacity: usize,
+    queues: RwLock<HashMap<String, Arc<MemoryQueue>>>,
+    /// Message type → the queues bound to it.
+    bindings: RwLock<HashMap<String, Vec<Arc<MemoryQueue>>>>,
+    /// Messages waiting out a delay.
+    delayed: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Stored {
+    envelope: Envelope,
+    redelivered: bool,
+}
+
+#[derive(Debug)]
+struct MemoryQueue {
+    name: String,
+    ready: Mutex<VecDeque<Stored>>,
+    /// One permit per ready message.
+    available: Semaphore,
+    /// One permit per free place: capacity minus ready minus unacknowledged.
+    space: Semaphore,
+    unacked: AtomicUsize,
+}
+
+impl MemoryQueue {
+    fn new(name: &str, capacity: usize) -> Self {
+        MemoryQueue {
+            name: name.to_owned(),
+            ready: Mutex::new(VecDeque::new()),
+            available: Semaphore::new(0),
+            space: Semaphore::new(capacity),
+            unacked: AtomicUsize::new(0),
+        }
+    }
+
+    /// Enqueues after waiting for room.
+    async fn enqueue(&self, envelope: Envelope) -> Result<()> {
+        self.space
+            .acquire()
+            .await
+            .map_err(|_| anyhow!("queue {} is closed", self.name))?
+            .forget();
+        self.push(Stored {
+            envelope,
+            redelivered: false,
+        });
+        Ok(())
+    }
+
+    /// Puts a message at the back; its place is already counted.
+    fn push(&self, stored: Stored) {
+        self.ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(stored);
+        self.available.add_permits(1);
+    }
+
+    fn depth(&self) -> usize {
+        self.ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl MemoryBroker {
+    /// A broker whose queues each hold at most `capacity` messages (ready plus unacknowledged).
+    pub fn new(capacity: usize) -> Self {
+        MemoryBroker {
+            inner: Arc::new(Inner {
+                capacity: capacity.max(1),
+                queues: RwLock::default(),
+                bindings: RwLock::default(),
+                delayed: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    fn queue(&self, name: &str) -> Option<Arc<MemoryQueue>> {
+        self.inner
+            .queues
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    fn declare_queue(&self, name: &str) -> Arc<MemoryQueue> {
+        let mut queues = self
+            .inner
+            .queues
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            queues
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(MemoryQueue::new(name, self.inner.capacity))),
+        )
+    }
+
+    /// Ready messages in `queue` (0 if it does not exist).
+    pub fn depth(&self, queue: &str) -> usize {
+        self.queue(queue).map_or(0, |q| q.depth())
+    }
+
+    /// Takes every ready message out of `queue`, for inspection (dead-letter queues, taps).
+    pub fn drain(&self, queue: &str) -> Vec<Envelope> {
+        let Some(queue) = self.queue(queue) else {
+            return Vec::new();
+        };
+        let drained: Vec<Stored> = queue
+            .ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        if let Ok(permits) = u32::try_from(drained.len()) {
+            // Take the ready permits these messages held, and give their places back.
+            if let Ok(taken) = queue.available.try_acquire_many(permits) {
+                taken.forget();
+            }
+        }
+        queue.space.add_permits(drained.len());
+        drained.into_iter().map(|stored| stored.envelope).collect()
+    }
+
+    /// No message is ready, unacknowledged or delayed on any queue except the dead-letter
+    /// queues (which nothing consumes).
+    pub fn is_idle(&self) -> bool {
+        if self.inner.delayed.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        let queues = self
+            .inner
+            .queues
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        queues.values().all(|q| {
+            is_dead_letter_queue(&q.name)
+                || (q.unacked.load(Ordering::SeqCst) == 0 && q.depth() == 0)
+        })
+    }
+
+    /// The queues a message goes to; fails, enqueueing nothing, if a destination is missing.
+    fn targets(&self, message: &Outbound) -> Result<Vec<Arc<MemoryQueue>>> {
+        match &message.route {
+            Route::Publish => Ok(self
+                .inner
+                .bindings
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&message.envelope.message_type)
+                .cloned()
+                .unwrap_or_default()),
+            Route::Send(queue) => match self.queue(queue) {
+                Some(queue) => Ok(vec![queue]),
+                None => bail!(
+                    "cannot send {} ({}): no queue named `{queue}`",
+                    message.envelope.message_type,
+                    message.envelope.id
+                ),
+            },
+        }
+    }
+}
+
+fn is_dead_letter_queue(name: &str) -> bool {
+    DeadLetter::ALL.iter().any(|dl| {
+        let suffix = dl.queue_for("");
+        name.ends_with(&suffix)
+    })
+}
+
+/// Copies `envelope` into every target queue (moving it into the last).
+async fn enqueue_all(targets: Vec<Arc<MemoryQueue>>, envelope: Envelope) -> Result<()> {
+    if let Some((last, rest)) = targets.split_last() {
+        for queue in rest {
+            queue.enqueue(envelope.clone()).await?;
+        }
+        last.enqueue(envelope).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Transport for MemoryBroker {
+    async fn declare_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+        let queue = self.declare_queue(&endpoint.queue);
+        for dead_letter in DeadLetter::ALL {
+            self.declare_queue(&dead_letter.queue_for(&endpoint.queue));
+        }
+        let mut bindings = self
+            .inner
+            .bindings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for message_type in &endpoint.subscriptions {
+            let bound = bindings.entry(message_type.clone()).or_default();
+            if !bound.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                bound.push(Arc::clone(&queue));
+            }
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>> {
+        let queue = self
+            .queue(queue)
+            .ok_or_else(|| anyhow!("cannot consume `{queue}`: no such queue"))?;
+        Ok(Box::new(MemoryConsumer {
+            queue,
+            prefetch: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
+        }))
+    }
+
+    async fn dispatch(&self, messages: Vec<Outbound>) -> Result<()> {
+        let routed = messages
+            .into_iter()
+            .map(|message| Ok((self.targets(&message)?, message)))
+            .collect::<Result<Vec<_>>>()?;
+        for (targets, message) in routed {
+            match message.delay {
+                Some(delay) if !delay.is_zero() => {
+                    let inner = Arc::clone(&self.inner);
+                    inner.delayed.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if let Err(error) = enqueue_all(targets, message.envelope).await {
+                            tracing::error!(%error, "delayed message lost: its queue closed");
+                        }
+                        inner.delayed.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+                _ => enqueue_all(targets, message.envelope).await?,
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "memory://".to_owned()
+    }
+}
+
+struct MemoryConsumer {
+    queue: Arc<MemoryQueue>,
+    prefetch: Arc<Semaphore>,
+}
+
+#[async_trait]
+impl Consumer for MemoryConsumer {
+    async fn next(&mut self) -> Option<Delivery> {
+        let slot = Arc::clone(&self.prefetch).acquire_owned().await.ok()?;
+        self.queue.available.acquire().await.ok()?.forget();
+        let stored = self
+            .queue
+            .ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()?;
+        self.queue.unacked.fetch_add(1, Ordering::SeqCst);
+        Some(Delivery {
+            redelivered: stored.redelivered,
+            acker: Box::new(MemoryAcker {
+                queue: Arc::clone(&self.queue),
+                unsettled: Some(stored.envelope.clone()),
+                _slot: slot,
+            }),
+            envelope: stored.envelope,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct MemoryAcker {
+    queue: Arc<MemoryQueue>,
+    /// A copy of the delivered message, put back if the delivery is dropped unsettled.
+    unsettled: Option<Envelope>,
+    /// The consumer's prefetch slot, freed when the delivery is settled.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+#[async_trait]
+impl Acker for MemoryAcker {
+    async fn ack(mut self: Box<Self>) -> Result<()> {
+        self.unsettled = None;
+        self.queue.unacked.fetch_sub(1, Ordering::SeqCst);
+        self.queue.space.add_permits(1);
+        Ok(())
+    }
+
+    async fn requeue(mut self: Box<Self>, mut envelope: Envelope) -> Result<()> {
+        self.unsettled = None;
+        envelope.attempt = envelope.attempt.saturating_add(1);
+        self.queue.unacked.fetch_sub(1, Ordering::SeqCst);
+        self.queue.push(Stored {
+            envelope,
+            redelivered: true,
+        });
+        Ok(())
+    }
+}
+
+impl Drop for MemoryAcker {
+    fn drop(&mut self) {
+        if let Some(envelope) = self.unsettled.take() {
+            tracing::warn!(queue = %self.queue.name, message_id = %envelope.id, "delivery dropped unsettled; it will be delivered again");
+            self.queue.unacked.fetch_sub(1, Ordering::SeqCst);
+            self.queue.push(Stored {
+                envelope,
+                redelivered: true,
+            });
+        }
+    }
+}

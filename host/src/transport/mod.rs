@@ -1,0 +1,126 @@
+//! The broker as the host sees it. Two implementations: [`memory::MemoryBroker`] (the embedded
+//! broker, `memory://`) and RabbitMQ. Both follow the contract written here, and the tests in
+//! `tests/` check it through this trait.
+//!
+//! # The contract
+//! - **Endpoints.** [`Transport::declare_endpoint`] creates an endpoint's input queue and binds
+//!   it to the message types it subscribes to, idempotently; it also creates the dead-letter
+//!   queues beside it: `<queue>_error`, `<queue>_skipped`, `<queue>_expired`.
+//! - **Routing.** A published message ([`Route::Publish`]) is copied to every queue bound to its
+//!   type, and to none if no queue is bound. A sent message ([`Route::Send`]) goes to the one
+//!   queue named; sending to a queue that does not exist is an error.
+//! - **Confirms.** [`Transport::dispatch`] returns `Ok` only once the broker holds every message
+//!   it was given (for RabbitMQ: publisher confirms). A message with a delay is held by the
+//!   broker and enqueued when the delay has passed.
+//! - **Deliveries.** A consumer yields each message of its queue to one consumer at a time.
+//!   A delivery is settled exactly once: [`Acker::ack`] removes it; [`Acker::requeue`] puts it
+//!   back with its attempt count raised by one. A delivery that is never settled (the host
+//!   crashed, the connection dropped) is delivered again, marked `redelivered`.
+//! - **Backpressure.** A consumer holds at most `prefetch` unsettled deliveries. Queues are
+//!   bounded: when one is full, `dispatch` waits for room instead of growing without limit.
+
+pub mod memory;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use async_trait::async_trait;
+
+use crate::envelope::Envelope;
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// An event: every queue bound to the message's type gets a copy.
+    Publish,
+    /// A command or reply: the one named queue gets it.
+    Send(String),
+}
+
+/// A message on its way to the broker.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub route: Route,
+    pub envelope: Envelope,
+    /// Hold the message this long before it is enqueued.
+    pub delay: Option<Duration>,
+}
+
+/// An endpoint: one input queue, bound to the message types its plugin handles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub queue: String,
+    pub subscriptions: Vec<String>,
+}
+
+/// Which dead-letter queue beside an input queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetter {
+    /// `<queue>_error`: failed for good, or could not be read.
+    Error,
+    /// `<queue>_skipped`: no handler for its type.
+    Skipped,
+    /// `<queue>_expired`: its expiry time passed before it was handled.
+    Expired,
+}
+
+impl DeadLetter {
+    /// The dead-letter queue's name beside `queue`.
+    pub fn queue_for(self, queue: &str) -> String {
+        let suffix = match self {
+            DeadLetter::Error => "_error",
+            DeadLetter::Skipped => "_skipped",
+            DeadLetter::Expired => "_expired",
+        };
+        format!("{queue}{suffix}")
+    }
+
+    pub const ALL: [DeadLetter; 3] = [DeadLetter::Error, DeadLetter::Skipped, DeadLetter::Expired];
+}
+
+/// A message taken from a queue, to be settled once.
+#[derive(Debug)]
+pub struct Delivery {
+    pub envelope: Envelope,
+    /// The broker delivered it before and it was never settled.
+    pub redelivered: bool,
+    pub acker: Box<dyn Acker>,
+}
+
+/// Settles one delivery.
+#[async_trait]
+pub trait Acker: Send + Sync + std::fmt::Debug {
+    /// The message was handled: remove it from the queue.
+    async fn ack(self: Box<Self>) -> Result<()>;
+    /// Deliver the message again later, as `envelope` (whose attempt the transport raises).
+    async fn requeue(self: Box<Self>, envelope: Envelope) -> Result<()>;
+}
+
+/// Yields deliveries from one queue.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery; `None` once the consumer is closed.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// A broker.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Creates (or confirms) an endpoint's queues and bindings.
+    async fn declare_endpoint(&self, endpoint: &Endpoint) -> Result<()>;
+
+    /// Starts consuming `queue` with at most `prefetch` unsettled deliveries.
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>>;
+
+    /// Hands messages to the broker; `Ok` once it holds every one of them.
+    async fn dispatch(&self, messages: Vec<Outbound>) -> Result<()>;
+
+    /// The broker, for logs (credentials removed).
+    fn describe(&self) -> String;
+}
+
+impl std::fmt::Debug for dyn Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}

@@ -1,0 +1,149 @@
+//! `cargo xtask <task>`: the repository's build steps, so the README and CI say one command.
+//!
+//! - `plugins` builds every plugin and test fixture in `plugins/` for `wasm32-wasip2`.
+//! - `demo` builds the plugins and the host, and runs the order flow on the embedded broker.
+//! - `test` builds the plugins, then runs every test of the workspace.
+//! - `bench` builds the plugins, then runs the benchmark harness (`--quick` for a smoke run).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+/// The order-flow plugins the demo deploys.
+const ORDER_FLOW: [&str; 4] = ["payment", "inventory", "shipping", "notification"];
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = workspace_root()?;
+    match task.as_str() {
+        "plugins" => build_plugins(&root),
+        "demo" => {
+            build_plugins(&root)?;
+            demo(&root, &rest)
+        }
+        "test" => {
+            build_plugins(&root)?;
+            cargo(
+                &root,
+                &[&["test", "--workspace"], &strs(&rest)[..]].concat(),
+            )
+        }
+        "bench" => {
+            build_plugins(&root)?;
+            let mut bench = vec!["bench", "-p", "courier-host", "--bench", "dispatch", "--"];
+            bench.extend(strs(&rest));
+            cargo(&root, &bench)
+        }
+        _ => bail!("usage: cargo xtask <plugins | demo | test | bench> [args]"),
+    }
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask is not inside the workspace")
+}
+
+fn cargo(dir: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds `plugins/` (its own workspace) into the shared `target/`.
+fn build_plugins(root: &Path) -> Result<()> {
+    eprintln!("building plugins for wasm32-wasip2 ...");
+    let target_dir = root.join("target");
+    let target_dir = target_dir.to_str().context("target path is not UTF-8")?;
+    cargo(
+        &root.join("plugins"),
+        &[
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+            target_dir,
+        ],
+    )
+}
+
+fn demo(root: &Path, extra: &[String]) -> Result<()> {
+    let built = root.join("target/wasm32-wasip2/release");
+    let stage = root.join("target/courier-demo");
+    let plugins = stage.join("plugins");
+    if plugins.exists() {
+        std::fs::remove_dir_all(&plugins).context("cannot clear the demo's plugins directory")?;
+    }
+    std::fs::create_dir_all(&plugins).context("cannot create the demo's plugins directory")?;
+    for name in ORDER_FLOW {
+        let file = format!("{name}.wasm");
+        std::fs::copy(built.join(&file), plugins.join(&file))
+            .with_context(|| format!("cannot stage {file}"))?;
+    }
+    let summary = stage.join("summary.json");
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut run = vec![
+        "run".to_owned(),
+        "--quiet".to_owned(),
+        "-p".to_owned(),
+        "courier-host".to_owned(),
+        "--".to_owned(),
+        "run".to_owned(),
+        "--config".to_owned(),
+        path(&root.join("demo/courier.toml")),
+        "--plugins".to_owned(),
+        path(&plugins),
+        "--seed".to_owned(),
+        path(&root.join("demo/orders.jsonl")),
+        "--summary".to_owned(),
+        path(&summary),
+        "--exit-when-idle".to_owned(),
+    ];
+    run.extend(extra.iter().cloned());
+    cargo(root, &strs(&run))?;
+    order_flow_check(&summary)
+}
+
+/// Every order ends exactly one way: shipped, payment failed, or out of stock.
+fn order_flow_check(summary: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(summary).context("the demo wrote no summary")?;
+    let summary: serde_json::Value = serde_json::from_str(&text)?;
+    let count = |short: &str, field: &str| {
+        summary["by_type"][format!("urn:message:Orders:{short}")][field]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let placed = count("OrderPlaced", "published");
+    let shipped = count("OrderShipped", "published");
+    let payment_failed = count("PaymentFailed", "published");
+    let out_of_stock = count("StockReservationFailed", "published");
+    let verdict = if placed == shipped + payment_failed + out_of_stock {
+        "adds up"
+    } else {
+        "DOES NOT ADD UP"
+    };
+    println!(
+        "\nOrder flow: {placed} placed = {shipped} shipped + {payment_failed} payment failed + {out_of_stock} out of stock ({verdict})"
+    );
+    if verdict != "adds up" {
+        bail!("the order flow lost or duplicated orders");
+    }
+    Ok(())
+}
