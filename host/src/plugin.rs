@@ -338,7 +338,9 @@ fn describe_trap(error: &wasmtime::Error, deadline: Duration) -> String {
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => format!("deadline of {} ms exceeded", deadline.as_millis()),
         Some(trap) => format!("trap: {trap}"),
-        None => first_line(error),
+        // A host-raised trap (such as the memory cap) is the root of a chain whose outer
+        // links are the wasm backtrace.
+        None => error.root_cause().to_string(),
     }
 }
 

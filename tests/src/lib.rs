@@ -1,2 +1,165 @@
-//! Helpers shared by the workspace tests: where the compiled plugins are, and a tap that
-//! consumes what plugins publish.
+//! Helpers shared by the workspace tests: where the compiled plugins are, a host factory on
+//! the embedded broker, and a tap that consumes what plugins publish.
+//!
+//! The plugins are built by `cargo xtask plugins` (which `cargo xtask test` runs first); the
+//! tests never build them themselves.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a failed expectation should stop the test with its message"
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use courier_host::transport::{Consumer, Endpoint};
+use courier_host::{Envelope, Host, HostConfig, PublishRequest};
+use serde::de::DeserializeOwned;
+
+/// How long a test waits for a message before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The compiled plugin `name` (`probe`, `payment`, …).
+pub fn plugin_file(name: &str) -> PathBuf {
+    let dir = std::env::var_os("COURIER_PLUGIN_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release"),
+        PathBuf::from,
+    );
+    let file = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        file.is_file(),
+        "{} is missing: build the plugins first with `cargo xtask plugins` (or run the tests with `cargo xtask test`)",
+        file.display()
+    );
+    file
+}
+
+/// Logs go to the test's output when `COURIER_TEST_LOG` is set (e.g. `debug`).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("COURIER_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A host on the embedded broker with `config` (TOML), serving the named plugins.
+pub async fn host_with(config: &str, plugins: &[&str]) -> Arc<Host> {
+    init_logging();
+    let mut config = HostConfig::from_toml(config).unwrap();
+    config.admin.enabled = false;
+    let host = Arc::new(Host::new(config).await.unwrap());
+    for name in plugins {
+        host.load_plugin(&plugin_file(name)).await.unwrap();
+    }
+    host
+}
+
+/// Publishes `body` (JSON, sent as MessagePack) as `message_type`; returns the message id.
+pub async fn publish(host: &Host, message_type: &str, body: serde_json::Value) -> String {
+    host.submit(PublishRequest::new(message_type, body), "test")
+        .await
+        .unwrap()
+}
+
+/// Sends `body` as `message_type` to the queue `destination`; returns the message id.
+pub async fn send(
+    host: &Host,
+    destination: &str,
+    message_type: &str,
+    body: serde_json::Value,
+) -> String {
+    let mut request = PublishRequest::new(message_type, body);
+    request.destination = Some(destination.to_owned());
+    host.submit(request, "test").await.unwrap()
+}
+
+/// A queue of the test's own, bound to some message types: sees what the plugins publish.
+#[allow(
+    missing_debug_implementations,
+    reason = "holds a boxed consumer with nothing to show"
+)]
+pub struct Tap {
+    consumer: Box<dyn Consumer>,
+}
+
+impl Tap {
+    pub async fn new(host: &Host, queue: &str, message_types: &[&str]) -> Tap {
+        let endpoint = Endpoint {
+            queue: queue.to_owned(),
+            subscriptions: message_types.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        host.transport().declare_endpoint(&endpoint).await.unwrap();
+        let consumer = host.transport().consume(queue, 1000).await.unwrap();
+        Tap { consumer }
+    }
+
+    /// The next message, acked; fails the test after [`PATIENCE`].
+    pub async fn next(&mut self) -> Envelope {
+        let delivery = tokio::time::timeout(PATIENCE, self.consumer.next())
+            .await
+            .expect("no message reached the tap in time")
+            .expect("the tap's consumer closed");
+        let envelope = delivery.envelope.clone();
+        delivery.acker.ack().await.unwrap();
+        envelope
+    }
+
+    /// The next `n` messages.
+    pub async fn take(&mut self, n: usize) -> Vec<Envelope> {
+        let mut messages = Vec::with_capacity(n);
+        for _ in 0..n {
+            messages.push(self.next().await);
+        }
+        messages
+    }
+
+    /// Asserts that nothing arrives within `wait`.
+    pub async fn expect_nothing(&mut self, wait: Duration) {
+        if let Ok(Some(delivery)) = tokio::time::timeout(wait, self.consumer.next()).await {
+            panic!(
+                "expected no message, got {} ({})",
+                delivery.envelope.message_type, delivery.envelope.id
+            );
+        }
+    }
+}
+
+/// Waits until the queue holds `n` messages, then takes them out (embedded broker only).
+pub async fn drain_queue(host: &Host, queue: &str, n: usize) -> Vec<Envelope> {
+    let memory = host
+        .memory_broker()
+        .expect("the test host runs on the embedded broker");
+    let deadline = Instant::now() + PATIENCE;
+    while memory.depth(queue) < n {
+        assert!(
+            Instant::now() < deadline,
+            "queue {queue} holds {} message(s), expected {n}",
+            memory.depth(queue)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    memory.drain(queue)
+}
+
+/// Decodes a MessagePack or JSON body as `T`.
+pub fn decode<T: DeserializeOwned>(envelope: &Envelope) -> T {
+    if envelope.content_type.starts_with("application/json") {
+        serde_json::from_slice(&envelope.body).unwrap()
+    } else {
+        rmp_serde::from_slice(&envelope.body).unwrap()
+    }
+}
+
+/// The body as a JSON value, whatever its encoding.
+pub fn body_json(envelope: &Envelope) -> serde_json::Value {
+    decode(envelope)
+}
+
+/// `urn:message:Test:<name>`.
+pub fn test_type(name: &str) -> String {
+    format!("urn:message:Test:{name}")
+}

@@ -91,7 +91,7 @@ mod tests {
                 amount_cents: 5,
             })
             .unwrap();
-        let as_map: std::collections::BTreeMap<String, rmp_serde::Raw> =
+        let as_map: std::collections::BTreeMap<String, serde_json::Value> =
             rmp_serde::from_slice(&body).unwrap();
         assert!(as_map.contains_key("order_id"));
         assert!(as_map.contains_key("amount_cents"));

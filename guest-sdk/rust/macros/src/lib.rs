@@ -14,7 +14,7 @@ use syn::{
 
 /// Attaches a message type URN to a struct or enum.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(Message, Serialize, Deserialize)]
 /// #[message(urn = "urn:message:Orders:OrderPlaced")]
 /// struct OrderPlaced { order_id: String }
@@ -237,7 +237,7 @@ fn message_param_type(ty: &Type) -> syn::Result<&Type> {
 /// Makes this crate a Courier plugin serving the listed handlers. The plugin's name and
 /// version are the crate's (`CARGO_PKG_NAME`, `CARGO_PKG_VERSION`).
 ///
-/// ```ignore
+/// ```text
 /// courier_sdk::export!(charge, refund);
 /// ```
 #[proc_macro]

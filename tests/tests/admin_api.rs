@@ -1,0 +1,126 @@
+//! The admin API, driven through its router without a socket.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed expectation stops the test with its message"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use courier_host::admin::{AdminState, app};
+use courier_tests::*;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+async fn call(router: axum::Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn post_message(body: &serde_json::Value, token: Option<&str>) -> Request<Body> {
+    let mut request =
+        Request::post("/v1/messages").header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    request.body(Body::from(body.to_string())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_posted_to_the_api_are_handled() {
+    let host = host_with("", &["probe"]).await;
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Pong")]).await;
+    let router = app(AdminState {
+        host: Arc::clone(&host),
+        token: None,
+        draining: Arc::new(AtomicBool::new(false)),
+    });
+
+    let (status, body) = call(
+        router.clone(),
+        post_message(
+            &serde_json::json!({"type": test_type("Ping"), "body": {"n": 5}}),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let pong = tap.next().await;
+    assert_eq!(pong.initiator_id.as_deref(), body["id"].as_str());
+
+    let (status, body) = call(
+        router.clone(),
+        post_message(&serde_json::json!({"type": "Ping", "body": {}}), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("urn:message:"));
+
+    let (status, plugins) = call(
+        router.clone(),
+        Request::get("/v1/plugins").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(plugins[0]["name"], "probe");
+    assert_eq!(plugins[0]["digest"].as_str().unwrap().len(), 64);
+
+    let ready = router
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_every_route_but_health_requires_it() {
+    let host = host_with("", &["probe"]).await;
+    let draining = Arc::new(AtomicBool::new(false));
+    let router = app(AdminState {
+        host,
+        token: Some("s3cret".into()),
+        draining: Arc::clone(&draining),
+    });
+    let message = serde_json::json!({"type": test_type("Ping"), "body": {"n": 1}});
+    assert_eq!(
+        call(router.clone(), post_message(&message, None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(router.clone(), post_message(&message, Some("wrong")))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(router.clone(), post_message(&message, Some("s3cret")))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    let health = router
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ready = router
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a draining host is not ready"
+    );
+}

@@ -1,0 +1,106 @@
+//! The order flow (seed 004) end to end on the embedded broker, with the demo's data.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed expectation stops the test with its message"
+)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use courier_host::publish::read_seed_file;
+use courier_tests::*;
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+const TERMINAL: [&str; 3] = ["OrderShipped", "PaymentFailed", "StockReservationFailed"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_order_ends_exactly_once_in_the_conversation_it_started() {
+    let config = std::fs::read_to_string(repo("demo/courier.toml")).unwrap();
+    let host = host_with(
+        &config,
+        &["payment", "inventory", "shipping", "notification"],
+    )
+    .await;
+    let types: Vec<String> = TERMINAL
+        .iter()
+        .map(|t| format!("urn:message:Orders:{t}"))
+        .collect();
+    let mut tap = Tap::new(
+        &host,
+        "tap",
+        &types.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+
+    let orders = read_seed_file(&repo("demo/orders.jsonl")).unwrap();
+    let mut conversations = BTreeMap::new();
+    for order in &orders {
+        let order_id = order.body["order_id"].as_str().unwrap().to_owned();
+        let id = host.submit(order.clone(), "test").await.unwrap();
+        conversations.insert(id, order_id);
+    }
+
+    let mut outcomes: BTreeMap<String, &str> = BTreeMap::new();
+    for _ in 0..orders.len() {
+        let end = tap.next().await;
+        let order_id = conversations
+            .get(&end.conversation_id)
+            .unwrap_or_else(|| panic!("{} ended outside any order's conversation", end.id));
+        assert_eq!(body_json(&end)["order_id"], order_id.as_str());
+        assert_eq!(end.correlation_id.as_deref(), Some(order_id.as_str()));
+        let outcome = TERMINAL
+            .iter()
+            .find(|t| end.message_type.ends_with(*t))
+            .unwrap();
+        assert!(
+            outcomes.insert(order_id.clone(), outcome).is_none(),
+            "{order_id} ended twice"
+        );
+    }
+    tap.expect_nothing(Duration::from_millis(300)).await;
+    host.wait_until_idle(Duration::from_millis(20))
+        .await
+        .unwrap();
+
+    // The demo data has orders of each kind; the rules decide which.
+    assert_eq!(
+        outcomes["order-005"], "PaymentFailed",
+        "over the payment limit"
+    );
+    assert_eq!(
+        outcomes["order-015"], "StockReservationFailed",
+        "DOODAD is not stocked"
+    );
+    assert_eq!(outcomes["order-001"], "OrderShipped");
+    let summary = host.summary();
+    let count = |t: &str| summary.of(&format!("urn:message:Orders:{t}")).published;
+    assert_eq!(count("OrderPlaced") as usize, orders.len());
+    assert_eq!(
+        count("OrderShipped") + count("PaymentFailed") + count("StockReservationFailed"),
+        count("OrderPlaced")
+    );
+    assert_eq!(
+        count("ShipOrder"),
+        count("OrderShipped"),
+        "each ship command ships once"
+    );
+    // Notification follows every event of every order.
+    let notified = summary.by_plugin["notification"].handled;
+    let events = [
+        "OrderPlaced",
+        "PaymentProcessed",
+        "PaymentFailed",
+        "InventoryReserved",
+        "StockReservationFailed",
+        "OrderShipped",
+    ];
+    assert_eq!(notified, events.iter().map(|t| count(t)).sum::<u64>());
+}
