@@ -7,6 +7,11 @@ use serde::de::DeserializeOwned;
 ///
 /// Derive it with `#[derive(Message)]` and `#[message(urn = "urn:message:Namespace:Type")]`
 /// (or `#[message(namespace = "Namespace")]` to take the type name from the struct).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Courier message",
+    label = "a handler's first parameter must be a message type",
+    note = "derive it: #[derive(courier_sdk::Message)] with #[message(urn = \"urn:message:Namespace:Type\")]"
+)]
 pub trait Message {
     /// The message type URN, e.g. `urn:message:Orders:OrderPlaced`.
     const MESSAGE_TYPE: &'static str;

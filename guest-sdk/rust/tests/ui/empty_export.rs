@@ -1,0 +1,3 @@
+courier_sdk::export!();
+
+fn main() {}

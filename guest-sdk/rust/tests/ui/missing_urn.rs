@@ -1,0 +1,6 @@
+use courier_sdk::Message;
+
+#[derive(Message)]
+struct OrderPlaced {}
+
+fn main() {}

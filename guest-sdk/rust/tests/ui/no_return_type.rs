@@ -1,0 +1,11 @@
+use courier_sdk::{handler, Message};
+use serde::{Deserialize, Serialize};
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(urn = "urn:message:Orders:OrderPlaced")]
+struct OrderPlaced {}
+
+#[handler]
+fn placed(_order: OrderPlaced) {}
+
+fn main() {}
