@@ -177,7 +177,7 @@ impl Plugin {
                         .call_handle(&mut store, &message)
                 });
                 let outbox = store.data_mut().finish();
-                self.engine.drop_later(store);
+                drop(store);
                 Invocation {
                     outcome: self.outcome(result),
                     outbox,
@@ -222,9 +222,8 @@ impl Plugin {
         let outbox = warm.store.data_mut().finish();
         warm.uses += 1;
         let outcome = self.outcome(result);
-        if matches!(outcome, Outcome::Trapped(_)) || warm.uses >= self.settings.recycle_after {
-            self.engine.drop_later(warm.store);
-        } else {
+        // A trapped instance is never used again; dropping it returns its slot to the pool.
+        if !matches!(outcome, Outcome::Trapped(_)) && warm.uses < self.settings.recycle_after {
             self.warm
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)

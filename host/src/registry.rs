@@ -52,9 +52,24 @@ impl Registry {
         })
     }
 
-    /// Registers a plugin under its name; a second plugin with a name already taken is refused.
+    /// Registers a plugin under its name. Refused: a name already taken, and a plugin whose
+    /// concurrency the engine's instance pool cannot hold beside the others'.
     pub fn register(&self, plugin: Plugin) -> Result<Arc<PluginSlot>> {
         let mut plugins = self.plugins.write().unwrap_or_else(PoisonError::into_inner);
+        // Each message in flight holds one instance; one more is kept for loading and inspecting.
+        let taken: u64 = plugins
+            .values()
+            .map(|slot| u64::from(slot.load().settings().concurrency))
+            .sum();
+        let wanted = u64::from(plugin.settings().concurrency);
+        let capacity = u64::from(self.config.engine.max_instances).saturating_sub(1);
+        if taken + wanted > capacity {
+            bail!(
+                "plugin {} refused: its concurrency of {wanted} does not fit in the instance pool \
+                 ({taken} of {capacity} taken by other plugins); raise engine.max_instances",
+                plugin.path().display()
+            );
+        }
         if let Some(existing) = plugins.get(plugin.name()) {
             bail!(
                 "plugin {} refused: its name `{}` is already taken by {}",

@@ -232,3 +232,21 @@ fn guest_output_becomes_log_events_tagged_with_plugin_and_message() {
         assert!(line.contains(&message.id), "{line}");
     }
 }
+
+#[tokio::test]
+async fn plugins_whose_concurrency_exceeds_the_instance_pool_are_refused() {
+    let host = host_with(
+        "[engine]\nmax_instances = 8\n[defaults]\nconcurrency = 4",
+        &["probe"],
+    )
+    .await;
+    let error = format!(
+        "{:#}",
+        host.load_plugin(&plugin_file("mirror")).await.unwrap_err()
+    );
+    assert!(
+        error.contains("does not fit in the instance pool"),
+        "{error}"
+    );
+    assert!(error.contains("engine.max_instances"), "{error}");
+}
