@@ -25,6 +25,7 @@ pub struct HostConfig {
     pub admin: AdminConfig,
     pub engine: EngineConfig,
     pub memory_broker: MemoryBrokerConfig,
+    pub amqp: AmqpConfig,
     pub log: LogConfig,
     /// Settings every plugin starts from.
     pub defaults: PluginOverrides,
@@ -89,6 +90,35 @@ impl Default for MemoryBrokerConfig {
             queue_capacity: 10_000,
         }
     }
+}
+
+/// RabbitMQ.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// Input and dead-letter queues: `quorum` (replicated, the default) or `classic`.
+    pub queue_type: QueueType,
+    /// How long start-up, and a publish while the broker is away, wait for a connection.
+    pub connect_timeout_ms: u64,
+    /// The longest pause between reconnection attempts.
+    pub max_reconnect_backoff_ms: u64,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            queue_type: QueueType::Quorum,
+            connect_timeout_ms: 10_000,
+            max_reconnect_backoff_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Quorum,
+    Classic,
 }
 
 /// Logging.
@@ -502,6 +532,14 @@ mod tests {
                 "unknown variant `shared`",
             ),
             ("[defaults]\nconcurrency = \"four\"", "invalid type"),
+            (
+                "[amqp]\nqueue_type = \"stream\"",
+                "unknown variant `stream`",
+            ),
+            (
+                "[amqp]\nconnect_timeout_ms = 5",
+                "amqp.connect_timeout_ms = 5 is out of range",
+            ),
         ];
         for (text, expected) in cases {
             let error = format!("{:#}", HostConfig::from_toml(text).unwrap_err());

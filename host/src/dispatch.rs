@@ -6,6 +6,7 @@
 //! broker confirmed it; every other outcome follows [`crate::recoverability`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -28,6 +29,8 @@ pub struct Dispatcher {
     host_name: Arc<str>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Deliveries taken from a queue and not yet settled.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -38,6 +41,7 @@ impl Dispatcher {
             host_name: host_name.into(),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -68,6 +72,11 @@ impl Dispatcher {
         };
         self.tasks.spawn(pump.run(consumer));
         Ok(())
+    }
+
+    /// Deliveries being handled now, across all plugins.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Stops pulling new messages and waits for the ones in flight to be settled.
@@ -109,8 +118,10 @@ impl Pump {
             let plugin = self.slot.load_full();
             let dispatcher = self.dispatcher.clone();
             let queue = self.queue.clone();
+            dispatcher.in_flight.fetch_add(1, Ordering::SeqCst);
             self.dispatcher.tasks.spawn(async move {
                 dispatcher.handle(&plugin, &queue, delivery).await;
+                dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
                 drop(permit);
             });
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 use crate::config::{BrokerUrl, HostConfig};
 use crate::dispatch::Dispatcher;
@@ -14,6 +14,7 @@ use crate::plugin::Plugin;
 use crate::publish::PublishRequest;
 use crate::registry::Registry;
 use crate::stats::{Event, Stats, Summary};
+use crate::transport::amqp::AmqpTransport;
 use crate::transport::memory::MemoryBroker;
 use crate::transport::{Outbound, Transport};
 
@@ -48,8 +49,9 @@ impl Host {
                 let transport: Arc<dyn Transport> = Arc::new(memory.clone());
                 Self::assemble(config, transport, Some(memory))
             }
-            BrokerUrl::Amqp(_) => {
-                bail!("broker {broker}: the RabbitMQ transport is not built yet; use memory://")
+            BrokerUrl::Amqp(url) => {
+                let transport = AmqpTransport::connect(&url, config.amqp.clone()).await?;
+                Self::assemble(config, Arc::new(transport), None)
             }
         }
     }
@@ -168,26 +170,40 @@ impl Host {
         Ok(())
     }
 
-    /// On the embedded broker: waits until no message is ready, in flight or delayed, seen
-    /// twice `poll` apart.
+    /// Waits until no message is left: on the embedded broker, none ready, unsettled or delayed;
+    /// on RabbitMQ, none ready in the plugins' queues and none being handled. Seen twice,
+    /// `poll` apart.
     pub async fn wait_until_idle(&self, poll: Duration) -> Result<()> {
-        let Some(memory) = &self.memory else {
-            bail!("waiting for idle needs the embedded broker");
-        };
         let mut quiet_polls = 0;
         while quiet_polls < 2 {
             tokio::time::sleep(poll).await;
-            // Every delivery stays unacknowledged until settled, and follow-ups are enqueued
-            // before their parent is acked, so an idle broker means no work is left.
-            quiet_polls = if memory.is_idle() { quiet_polls + 1 } else { 0 };
+            quiet_polls = if self.is_idle().await? {
+                quiet_polls + 1
+            } else {
+                0
+            };
         }
         Ok(())
+    }
+
+    async fn is_idle(&self) -> Result<bool> {
+        if let Some(memory) = &self.memory {
+            // Every delivery stays unacknowledged until settled, and follow-ups are enqueued
+            // before their parent is acked, so an idle broker means no work is left.
+            return Ok(memory.is_idle());
+        }
+        if self.dispatcher.in_flight() > 0 {
+            return Ok(false);
+        }
+        let queues: Vec<String> = self.plugins().iter().map(|p| p.name().to_owned()).collect();
+        Ok(self.transport.ready_count(&queues).await? == 0 && self.dispatcher.in_flight() == 0)
     }
 
     /// Stops consuming and waits for every message in flight to be settled.
     pub async fn shutdown(&self) {
         tracing::info!("draining: no new messages are taken; waiting for those in flight");
         self.dispatcher.drain().await;
+        self.transport.close().await;
         tracing::info!("drained");
     }
 

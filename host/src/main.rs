@@ -59,7 +59,7 @@ struct RunArgs {
     /// Messages to put in once the plugins are loaded: a file of JSON lines.
     #[arg(long)]
     seed: Option<PathBuf>,
-    /// Stop once every message has been handled (embedded broker only), and print a summary.
+    /// Stop once every message has been handled, and print a summary.
     #[arg(long)]
     exit_when_idle: bool,
     /// Write the run's counters as JSON to this file when the host stops.

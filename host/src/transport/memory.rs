@@ -262,6 +262,10 @@ impl Transport for MemoryBroker {
         Ok(())
     }
 
+    async fn ready_count(&self, queues: &[String]) -> Result<u64> {
+        Ok(queues.iter().map(|queue| self.depth(queue) as u64).sum())
+    }
+
     fn describe(&self) -> String {
         "memory://".to_owned()
     }

@@ -19,7 +19,9 @@
 //! - **Backpressure.** A consumer holds at most `prefetch` unsettled deliveries. Queues are
 //!   bounded: when one is full, `dispatch` waits for room instead of growing without limit.
 
+pub mod amqp;
 pub mod memory;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -117,6 +119,12 @@ pub trait Transport: Send + Sync + 'static {
 
     /// The broker, for logs (credentials removed).
     fn describe(&self) -> String;
+
+    /// Messages ready in the given queues (not counting those delivered and not yet settled).
+    async fn ready_count(&self, queues: &[String]) -> Result<u64>;
+
+    /// Closes the connection once the host has drained.
+    async fn close(&self) {}
 }
 
 impl std::fmt::Debug for dyn Transport {

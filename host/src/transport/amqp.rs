@@ -1,0 +1,613 @@
+//! RabbitMQ (`amqp://`, `amqps://`) through lapin, following the contract in
+//! [`crate::transport`].
+//!
+//! Topology, declared idempotently at start-up and again after every reconnection:
+//! - a durable fanout exchange per message type, named `<Namespace>:<Type>`;
+//! - a durable input queue per endpoint (quorum by default), bound to the exchanges of the
+//!   types it handles, whose expired messages the broker dead-letters to `<queue>_expired`;
+//! - `<queue>_error`, `<queue>_skipped`, `<queue>_expired` beside it.
+//!
+//! Events are published to their type's exchange; commands go through the default exchange
+//! straight to a queue (`mandatory`, so a missing queue is an error, not a silent drop). Every
+//! publish is confirmed by the broker; a batch is pipelined and waits for its confirms once.
+//! A delayed message waits in a holding queue (`courier.delay.<ms>.<target>`) whose TTL
+//! dead-letters it to its target: the broker, not the host, holds it.
+//!
+//! When the connection or a channel is lost, consumers and publishers reconnect with backoff
+//! and declare the topology again; deliveries that were not acknowledged are redelivered by
+//! the broker.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use async_trait::async_trait;
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+
+use super::wire::{self, exchange_for};
+use super::{Acker, Consumer, DeadLetter, Delivery, Endpoint, Outbound, Route, Transport};
+use crate::config::{AmqpConfig, QueueType, redact_url};
+use crate::envelope::Envelope;
+
+/// The RabbitMQ transport.
+#[derive(Debug, Clone)]
+pub struct AmqpTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The URL as configured; it may hold a password, so it is never logged.
+    url: String,
+    /// The URL with the password replaced, for logs and errors.
+    shown: String,
+    config: AmqpConfig,
+    link: tokio::sync::Mutex<Option<Link>>,
+    /// Declared endpoints, declared again after a reconnection.
+    endpoints: Mutex<Vec<Endpoint>>,
+    generation: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpTransport")
+            .field("broker", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One connection, with its confirming publisher channel.
+#[derive(Clone)]
+struct Link {
+    connection: Arc<Connection>,
+    publisher: Channel,
+    generation: u64,
+    /// Exchanges known to exist on this connection.
+    exchanges: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Link {
+    fn is_open(&self) -> bool {
+        self.connection.status().connected() && self.publisher.status().connected()
+    }
+}
+
+impl AmqpTransport {
+    /// Connects to the broker; fails if it cannot be reached within `connect_timeout_ms`.
+    pub async fn connect(url: &str, config: AmqpConfig) -> Result<Self> {
+        let transport = AmqpTransport {
+            inner: Arc::new(Inner {
+                url: url.to_owned(),
+                shown: redact_url(url),
+                config,
+                link: tokio::sync::Mutex::new(None),
+                endpoints: Mutex::default(),
+                generation: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        };
+        let patience = transport.inner.connect_timeout();
+        transport.inner.link(Some(patience)).await?;
+        Ok(transport)
+    }
+
+    /// Whether the connection is up now.
+    pub async fn is_connected(&self) -> bool {
+        self.inner
+            .link
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(Link::is_open)
+    }
+}
+
+impl Inner {
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.connect_timeout_ms)
+    }
+
+    /// A live connection: the current one, or a new one after backoff. Gives up after
+    /// `patience` (never, with `None`, unless the transport is closed).
+    async fn link(&self, patience: Option<Duration>) -> Result<Link> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let max_backoff = Duration::from_millis(self.config.max_reconnect_backoff_ms);
+        loop {
+            let failure = {
+                let mut current = self.link.lock().await;
+                if let Some(link) = current.as_ref().filter(|link| link.is_open()) {
+                    return Ok(link.clone());
+                }
+                if self.closed.load(Ordering::SeqCst) {
+                    bail!("the connection to {} is closed", self.shown);
+                }
+                match self.connect_once().await {
+                    Ok(link) => {
+                        if link.generation > 1 {
+                            tracing::info!(broker = %self.shown, "reconnected to the broker");
+                        }
+                        *current = Some(link.clone());
+                        return Ok(link);
+                    }
+                    Err(error) => error,
+                }
+            };
+            if patience.is_some_and(|p| started.elapsed() + backoff > p) {
+                return Err(failure.context(format!("the broker {} cannot be reached", self.shown)));
+            }
+            tracing::warn!(broker = %self.shown, error = format!("{failure:#}"), retry_in_ms = backoff.as_millis() as u64, "broker unreachable");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(max_backoff);
+        }
+    }
+
+    async fn connect_once(&self) -> Result<Link> {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let properties = ConnectionProperties::default().with_connection_name(LongString::from(
+            format!("courier@{}", gethostname::gethostname().to_string_lossy()),
+        ));
+        let connect = Connection::connect(&self.url, properties);
+        let connection = tokio::time::timeout(self.connect_timeout(), connect)
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "no answer from {} in {:?}",
+                    self.shown,
+                    self.connect_timeout()
+                )
+            })?
+            .map_err(|e| {
+                anyhow!(
+                    "cannot connect to {}: {}",
+                    self.shown,
+                    scrub(&e.to_string(), &self.url)
+                )
+            })?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .context("cannot open a channel")?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("cannot enable publisher confirms")?;
+        let link = Link {
+            connection: Arc::new(connection),
+            publisher,
+            generation,
+            exchanges: Arc::default(),
+        };
+        let endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for endpoint in &endpoints {
+            self.declare(&link, endpoint).await?;
+        }
+        Ok(link)
+    }
+
+    fn queue_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        let kind = match self.config.queue_type {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        };
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+        arguments
+    }
+
+    async fn declare_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await
+            .with_context(|| {
+                format!("cannot declare queue `{queue}` (does it exist with other arguments?)")
+            })?;
+        Ok(())
+    }
+
+    async fn declare_exchange(&self, link: &Link, exchange: &str) -> Result<()> {
+        if link
+            .exchanges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(exchange)
+        {
+            return Ok(());
+        }
+        link.publisher
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("cannot declare exchange `{exchange}`"))?;
+        link.exchanges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(exchange.to_owned());
+        Ok(())
+    }
+
+    async fn declare(&self, link: &Link, endpoint: &Endpoint) -> Result<()> {
+        let mut input = self.queue_arguments();
+        input.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        input.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(DeadLetter::Expired.queue_for(&endpoint.queue).into()),
+        );
+        self.declare_queue(&link.publisher, &endpoint.queue, input)
+            .await?;
+        for dead_letter in DeadLetter::ALL {
+            self.declare_queue(
+                &link.publisher,
+                &dead_letter.queue_for(&endpoint.queue),
+                self.queue_arguments(),
+            )
+            .await?;
+        }
+        for message_type in &endpoint.subscriptions {
+            let exchange = exchange_for(message_type);
+            self.declare_exchange(link, exchange).await?;
+            link.publisher
+                .queue_bind(
+                    endpoint.queue.as_str().into(),
+                    exchange.into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| {
+                    format!("cannot bind queue `{}` to `{exchange}`", endpoint.queue)
+                })?;
+        }
+        Ok(())
+    }
+
+    /// A holding queue whose TTL dead-letters to `(exchange, routing_key)` after `delay`.
+    async fn delay_queue(
+        &self,
+        link: &Link,
+        delay: Duration,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<String> {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).max(1);
+        let target = if exchange.is_empty() {
+            routing_key
+        } else {
+            exchange
+        };
+        let queue = format!("courier.delay.{ms}.{target}");
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(ms).unwrap_or(i64::MAX)),
+        );
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(exchange.into()),
+        );
+        arguments.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(routing_key.into()),
+        );
+        // An idle holding queue removes itself a while after its last message left.
+        let expires = ms.saturating_add(600_000);
+        arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(i64::try_from(expires).unwrap_or(i64::MAX)),
+        );
+        self.declare_queue(&link.publisher, &queue, arguments)
+            .await?;
+        Ok(queue)
+    }
+
+    /// Publishes a batch and waits for every confirm.
+    async fn publish(&self, messages: &[Outbound]) -> Result<()> {
+        let link = self.link(Some(self.connect_timeout())).await?;
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in messages {
+            let envelope = &message.envelope;
+            let (mut exchange, mut routing_key, mandatory) = match &message.route {
+                Route::Publish => {
+                    let exchange = exchange_for(&envelope.message_type).to_owned();
+                    self.declare_exchange(&link, &exchange).await?;
+                    (exchange, String::new(), false)
+                }
+                Route::Send(queue) => (String::new(), queue.clone(), true),
+            };
+            if let Some(delay) = message.delay.filter(|d| !d.is_zero()) {
+                routing_key = self
+                    .delay_queue(&link, delay, &exchange, &routing_key)
+                    .await?;
+                exchange = String::new();
+            }
+            let confirm = link
+                .publisher
+                .basic_publish(
+                    ShortString::from(exchange),
+                    ShortString::from(routing_key),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..BasicPublishOptions::default()
+                    },
+                    &envelope.body,
+                    wire::to_properties(envelope),
+                )
+                .await
+                .with_context(|| {
+                    format!("cannot publish {} ({})", envelope.message_type, envelope.id)
+                })?;
+            pending.push((confirm, message));
+        }
+        for (confirm, message) in pending {
+            let what = format!(
+                "{} ({})",
+                message.envelope.message_type, message.envelope.id
+            );
+            match confirm
+                .await
+                .with_context(|| format!("no confirm for {what}"))?
+            {
+                Confirmation::Ack(None) => {}
+                Confirmation::Ack(Some(_)) => match &message.route {
+                    Route::Send(queue) => bail!("cannot send {what}: no queue named `{queue}`"),
+                    Route::Publish => bail!("{what} was returned by the broker"),
+                },
+                Confirmation::Nack(_) => bail!("the broker refused {what}"),
+                Confirmation::NotRequested => bail!("the broker did not confirm {what}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes the URL (and so any password in it) from an error text.
+fn scrub(text: &str, url: &str) -> String {
+    text.replace(url, &redact_url(url))
+}
+
+#[async_trait]
+impl Transport for AmqpTransport {
+    async fn declare_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+        let link = self.inner.link(Some(self.inner.connect_timeout())).await?;
+        self.inner.declare(&link, endpoint).await?;
+        let mut endpoints = self
+            .inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        endpoints.retain(|known| known.queue != endpoint.queue);
+        endpoints.push(endpoint.clone());
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>> {
+        Ok(Box::new(AmqpConsumer {
+            inner: Arc::clone(&self.inner),
+            queue: queue.to_owned(),
+            prefetch: prefetch.max(1),
+            current: None,
+        }))
+    }
+
+    async fn dispatch(&self, messages: Vec<Outbound>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.inner.publish(&messages).await
+    }
+
+    async fn ready_count(&self, queues: &[String]) -> Result<u64> {
+        let link = self.inner.link(Some(self.inner.connect_timeout())).await?;
+        let mut ready = 0;
+        for queue in queues {
+            let declared = link
+                .publisher
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("cannot look at queue `{queue}`"))?;
+            ready += u64::from(declared.message_count());
+        }
+        Ok(ready)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.shown.clone()
+    }
+
+    async fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let link = self.inner.link.lock().await.take();
+        if let Some(link) = link
+            && let Err(error) = link
+                .connection
+                .close(200, "courier host stopped".into())
+                .await
+        {
+            tracing::debug!(%error, "closing the broker connection");
+        }
+    }
+}
+
+/// Consumes one queue, re-subscribing after the connection or channel is lost.
+struct AmqpConsumer {
+    inner: Arc<Inner>,
+    queue: String,
+    prefetch: u16,
+    current: Option<(Channel, lapin::Consumer)>,
+}
+
+impl AmqpConsumer {
+    async fn subscribe(&self) -> Result<(Channel, lapin::Consumer)> {
+        let link = self.inner.link(None).await?;
+        let channel = link
+            .connection
+            .create_channel()
+            .await
+            .context("cannot open a channel")?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .context("cannot set the prefetch")?;
+        let consumer = channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("cannot consume `{}`", self.queue))?;
+        Ok((channel, consumer))
+    }
+}
+
+#[async_trait]
+impl Consumer for AmqpConsumer {
+    async fn next(&mut self) -> Option<Delivery> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if self.inner.closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            let Some((channel, consumer)) = self.current.as_mut() else {
+                match self.subscribe().await {
+                    Ok(subscribed) => {
+                        tracing::debug!(queue = %self.queue, prefetch = self.prefetch, "subscribed");
+                        self.current = Some(subscribed);
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(error) => {
+                        tracing::warn!(queue = %self.queue, error = format!("{error:#}"), "cannot consume; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(
+                            self.inner.config.max_reconnect_backoff_ms,
+                        ));
+                    }
+                }
+                continue;
+            };
+            match consumer.next().await {
+                Some(Ok(delivery)) => {
+                    let envelope = wire::from_delivery(
+                        &delivery.properties,
+                        delivery.data,
+                        delivery.exchange.as_str(),
+                    );
+                    return Some(Delivery {
+                        envelope,
+                        redelivered: delivery.redelivered,
+                        acker: Box::new(AmqpAcker {
+                            acker: delivery.acker,
+                            inner: Arc::clone(&self.inner),
+                            queue: self.queue.clone(),
+                            _channel: channel.clone(),
+                        }),
+                    });
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(queue = %self.queue, %error, "consumer lost; subscribing again");
+                    self.current = None;
+                }
+                None => {
+                    tracing::warn!(queue = %self.queue, "consumer cancelled; subscribing again");
+                    self.current = None;
+                }
+            }
+        }
+    }
+}
+
+struct AmqpAcker {
+    acker: lapin::Acker,
+    inner: Arc<Inner>,
+    queue: String,
+    /// Keeps the channel the delivery came on open until it is settled.
+    _channel: Channel,
+}
+
+impl std::fmt::Debug for AmqpAcker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpAcker")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Acker for AmqpAcker {
+    async fn ack(self: Box<Self>) -> Result<()> {
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .with_context(|| format!("cannot ack on `{}`", self.queue))
+    }
+
+    /// Publishes the message back to its queue with the attempt raised (so the count lives
+    /// in the message and survives a crash), then acks the delivery. If the publish fails the
+    /// delivery is returned to the queue as it is.
+    async fn requeue(self: Box<Self>, mut envelope: Envelope) -> Result<()> {
+        envelope.attempt = envelope.attempt.saturating_add(1);
+        let again = Outbound {
+            route: Route::Send(self.queue.clone()),
+            envelope,
+            delay: None,
+        };
+        match self.inner.publish(std::slice::from_ref(&again)).await {
+            Ok(()) => self.ack().await,
+            Err(error) => {
+                tracing::warn!(queue = %self.queue, error = format!("{error:#}"), "cannot requeue by publishing; returning the delivery");
+                self.acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+                    .map(drop)
+                    .with_context(|| format!("cannot return a delivery to `{}`", self.queue))
+            }
+        }
+    }
+}
