@@ -337,6 +337,18 @@ impl HostConfig {
             1,
             10_000_000,
         )?;
+        ensure_range(
+            "amqp.connect_timeout_ms",
+            self.amqp.connect_timeout_ms,
+            100,
+            600_000,
+        )?;
+        ensure_range(
+            "amqp.max_reconnect_backoff_ms",
+            self.amqp.max_reconnect_backoff_ms,
+            100,
+            600_000,
+        )?;
         if let Some(broker) = &self.broker {
             BrokerUrl::parse(broker).context("broker")?;
         }
