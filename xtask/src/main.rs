@@ -2,7 +2,7 @@
 //!
 //! - `plugins` builds every plugin and test fixture in `plugins/` for `wasm32-wasip2`.
 //! - `demo` builds the plugins and the host, and runs the order flow on the embedded broker.
-//! - `test` builds the plugins, then runs every test of the workspace.
+//! - `test` builds the plugins and the `courier` binary, then runs every test of the workspace.
 //! - `bench` builds the plugins, then runs the benchmark harness (`--quick` for a smoke run).
 
 use std::path::{Path, PathBuf};

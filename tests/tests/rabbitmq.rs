@@ -1,0 +1,240 @@
+//! Courier on the real RabbitMQ of this machine. Each test runs in a virtual host of its own,
+//! deleted afterwards.
+
+use std::time::{Duration, Instant};
+
+use courier_host::recoverability::headers;
+use courier_host::transport::{Outbound, Route};
+use courier_host::{Envelope, PublishRequest};
+use courier_tests::*;
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_flow_runs_over_rabbitmq() {
+    let vhost = Vhost::new("order-flow");
+    let config =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../demo/courier.toml"))
+            .unwrap();
+    let host = amqp_host_with(
+        &vhost,
+        &config,
+        &["payment", "inventory", "shipping", "notification"],
+    )
+    .await;
+    let ends = ["OrderShipped", "PaymentFailed", "StockReservationFailed"]
+        .map(|t| format!("urn:message:Orders:{t}"));
+    let mut tap = Tap::new(
+        &host,
+        "tap",
+        &ends.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let orders = courier_host::publish::read_seed_file(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../demo/orders.jsonl").as_ref(),
+    )
+    .unwrap();
+    for order in &orders {
+        host.submit(order.clone(), "test").await.unwrap();
+    }
+    let mut ended = std::collections::BTreeSet::new();
+    for _ in 0..orders.len() {
+        let end = tap.next().await;
+        assert!(
+            ended.insert(body_json(&end)["order_id"].as_str().unwrap().to_owned()),
+            "an order ended twice"
+        );
+    }
+    tap.expect_nothing(Duration::from_millis(500)).await;
+    host.wait_until_idle(Duration::from_millis(50))
+        .await
+        .unwrap();
+    let summary = host.summary();
+    let count = |t: &str| summary.of(&format!("urn:message:Orders:{t}")).published;
+    assert_eq!(count("OrderPlaced") as usize, orders.len());
+    assert_eq!(
+        count("OrderShipped") + count("PaymentFailed") + count("StockReservationFailed"),
+        count("OrderPlaced")
+    );
+    host.shutdown().await;
+}
+
+/// Every envelope field crosses the broker and comes back as it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_envelope_crosses_the_broker_unchanged() {
+    let vhost = Vhost::new("envelope");
+    let host = amqp_host_with(&vhost, "", &[]).await;
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Ping")]).await;
+    let mut sent = Envelope::new(test_type("Ping"), "application/json", b"{\"n\":1}".to_vec());
+    sent.correlation_id = Some("c-1".into());
+    sent.conversation_id = "conversation-1".into();
+    sent.initiator_id = Some("initiator-1".into());
+    sent.session_id = Some("session-1".into());
+    sent.reply_to = Some("requester".into());
+    sent.source_address = Some("test".into());
+    sent.expires_at_ms = Some(courier_host::envelope::now_ms() + 60_000);
+    sent.headers = vec![
+        (
+            "traceparent".into(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        ),
+        ("tracestate".into(), "courier=1".into()),
+    ];
+    host.transport()
+        .dispatch(vec![Outbound {
+            route: Route::Publish,
+            envelope: sent.clone(),
+            delay: None,
+        }])
+        .await
+        .unwrap();
+    let mut received = tap.next().await;
+    received.headers.sort();
+    sent.headers.sort();
+    assert_eq!(received, sent);
+    host.shutdown().await;
+}
+
+/// A client that knows nothing of Courier publishes to the type's exchange with a content
+/// type and a body; the plugin handles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_amqp_client_can_publish_into_courier() {
+    let vhost = Vhost::new("interop");
+    let host = amqp_host_with(&vhost, "", &["probe"]).await;
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Pong")]).await;
+    let connection = Connection::connect(&vhost.url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let body = rmp_serde::to_vec_named(&json!({"n": 77})).unwrap();
+    channel
+        .basic_publish(
+            "Test:Ping".into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default().with_content_type("application/msgpack".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let pong = tap.next().await;
+    assert_eq!(body_json(&pong)["n"], 77);
+    connection.close(200, "done".into()).await.unwrap();
+    host.shutdown().await;
+}
+
+/// Bad input on the wire is taken off the input queue with its reason, and the host keeps
+/// consuming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_lands_in_the_right_queue_with_its_reason() {
+    let vhost = Vhost::new("bad-input");
+    let host = amqp_host_with(
+        &vhost,
+        "[plugins.probe]\nmax_message_bytes = 256",
+        &["probe"],
+    )
+    .await;
+    let send = |envelope: Envelope| Outbound {
+        route: Route::Send("probe".into()),
+        envelope,
+        delay: None,
+    };
+    let ping = |body: &[u8]| Envelope::new(test_type("Ping"), "application/json", body.to_vec());
+    let mut no_content_type = ping(b"{\"n\":1}");
+    no_content_type.content_type = String::new();
+    let mut unknown_content_type = ping(b"{\"n\":1}");
+    unknown_content_type.content_type = "text/csv".into();
+    let mut no_type = ping(b"{}");
+    no_type.message_type = String::new();
+    host.transport()
+        .dispatch(vec![
+            send(Envelope::new(
+                test_type("Unheard"),
+                "application/json",
+                b"{}".to_vec(),
+            )),
+            send(no_type),
+            send(no_content_type),
+            send(unknown_content_type),
+            send(ping(b"{\"n\": \"not a number\"}")),
+            send(ping(
+                format!("{{\"n\":1,\"pad\":\"{}\"}}", "x".repeat(300)).as_bytes(),
+            )),
+        ])
+        .await
+        .unwrap();
+
+    let mut skipped = Tap::attach(&host, "probe_skipped").await;
+    for _ in 0..2 {
+        assert_eq!(
+            skipped.next().await.header(headers::REASON),
+            Some("no-handler")
+        );
+    }
+    let mut errors = Tap::attach(&host, "probe_error").await;
+    let mut reasons: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        let failed = errors.next().await;
+        reasons.push(format!(
+            "{}: {}",
+            failed.header(headers::REASON).unwrap(),
+            failed.header(headers::MESSAGE).unwrap()
+        ));
+    }
+    reasons.sort();
+    assert!(
+        reasons[0].starts_with("rejected: ") && reasons[0].contains("does not decode"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].starts_with("too-large: "), "{reasons:?}");
+    assert!(
+        reasons[2].starts_with("unsupported-content-type: content type ``"),
+        "{reasons:?}"
+    );
+    assert!(reasons[3].contains("text/csv"), "{reasons:?}");
+
+    // Still consuming.
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Pong")]).await;
+    publish(&host, &test_type("Ping"), json!({"n": 5})).await;
+    assert_eq!(body_json(&tap.next().await)["n"], 5);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_to_a_missing_queue_fails_and_a_delayed_one_is_held_by_the_broker() {
+    let vhost = Vhost::new("routing");
+    let host = amqp_host_with(&vhost, "", &["probe"]).await;
+    let mut request = PublishRequest::new(test_type("DoWork"), json!({"n": 1}));
+    request.destination = Some("nowhere".into());
+    let error = format!("{:#}", host.submit(request, "test").await.unwrap_err());
+    assert!(error.contains("no queue named `nowhere`"), "{error}");
+
+    let mut tap = Tap::new(&host, "tap", &[&test_type("WorkDone")]).await;
+    let mut delayed = PublishRequest::new(test_type("DoWork"), json!({"n": 2}));
+    delayed.destination = Some("probe".into());
+    delayed.delay_ms = Some(1500);
+    let started = Instant::now();
+    host.submit(delayed, "test").await.unwrap();
+    assert!(
+        tap.try_next(Duration::from_millis(1000)).await.is_none(),
+        "held for its delay"
+    );
+    assert_eq!(body_json(&tap.next().await)["n"], 2);
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    host.shutdown().await;
+}
+
+/// The broker URL's password never reaches an error.
+#[tokio::test]
+async fn credentials_never_appear_in_errors() {
+    let mut config =
+        courier_host::HostConfig::from_toml("[amqp]\nconnect_timeout_ms = 500").unwrap();
+    config.admin.enabled = false;
+    config.broker = Some("amqp://guest:hunter2-secret@127.0.0.1:1/%2f".into());
+    let error = format!("{:#}", courier_host::Host::new(config).await.unwrap_err());
+    assert!(error.contains("guest:***@127.0.0.1:1"), "{error}");
+    assert!(!error.contains("hunter2-secret"), "{error}");
+}
