@@ -1,16 +1,20 @@
 //! Moves messages from a plugin's input queue through its handler and settles them.
 //!
-//! One pump per plugin pulls deliveries while fewer than `concurrency` are in flight and
-//! hands each to a task of its own. A delivery is settled only after its outcome is known:
-//! on success the outbox is released to the broker first and the message acked after the
-//! broker confirmed it; every other outcome follows [`crate::recoverability`].
+//! Each plugin has `concurrency` lanes. A lane is a thread of the runtime's blocking pool that
+//! takes one delivery at a time from the plugin's consumer, runs the handler synchronously and
+//! settles the delivery. Handlers never run on the async worker threads: a handler that uses
+//! its whole deadline, or waits on a WASI clock, holds only its own lane, while the broker
+//! connection, the admin API and the other plugins carry on.
+//!
+//! A delivery is settled only after its outcome is known: on success the outbox is released
+//! to the broker first and the message acked after the broker confirmed it; every other
+//! outcome follows [`crate::recoverability`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -64,19 +68,27 @@ impl Dispatcher {
             concurrency,
             "consuming"
         );
-        let pump = Pump {
-            dispatcher: self.clone(),
-            slot,
-            queue: endpoint.queue,
-            limit: Arc::new(Semaphore::new(concurrency as usize)),
-        };
-        self.tasks.spawn(pump.run(consumer));
+        let consumer = Arc::new(tokio::sync::Mutex::new(consumer));
+        for _ in 0..concurrency {
+            let lane = Lane {
+                dispatcher: self.clone(),
+                slot: Arc::clone(&slot),
+                queue: endpoint.queue.clone(),
+                consumer: Arc::clone(&consumer),
+            };
+            self.tasks.spawn_blocking(move || lane.run());
+        }
         Ok(())
     }
 
     /// Deliveries being handled now, across all plugins.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Stops pulling new messages; the lanes end once their current message is settled.
+    pub fn stop(&self) {
+        self.stop.cancel();
     }
 
     /// Stops pulling new messages and waits for the ones in flight to be settled.
@@ -87,101 +99,86 @@ impl Dispatcher {
     }
 }
 
-struct Pump {
+/// One handler call at a time, on a thread of the blocking pool.
+struct Lane {
     dispatcher: Dispatcher,
     slot: Arc<PluginSlot>,
     queue: String,
-    limit: Arc<Semaphore>,
+    consumer: Arc<tokio::sync::Mutex<Box<dyn Consumer>>>,
 }
 
-impl Pump {
-    async fn run(self, mut consumer: Box<dyn Consumer>) {
+impl Lane {
+    fn run(self) {
+        let runtime = tokio::runtime::Handle::current();
         let stop = self.dispatcher.stop.clone();
         loop {
-            let permit = tokio::select! {
-                biased;
-                () = stop.cancelled() => break,
-                permit = Arc::clone(&self.limit).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
-            let delivery = tokio::select! {
-                biased;
-                () = stop.cancelled() => break,
-                delivery = consumer.next() => match delivery {
-                    Some(delivery) => delivery,
-                    None => break,
-                },
-            };
+            let next = runtime.block_on(async {
+                let mut consumer = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return None,
+                    consumer = self.consumer.lock() => consumer,
+                };
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => None,
+                    delivery = consumer.next() => delivery,
+                }
+            });
+            let Some(delivery) = next else { break };
             // The version current now handles this message, even if a newer one arrives meanwhile.
             let plugin = self.slot.load_full();
-            let dispatcher = self.dispatcher.clone();
-            let queue = self.queue.clone();
-            dispatcher.in_flight.fetch_add(1, Ordering::SeqCst);
-            self.dispatcher.tasks.spawn(async move {
-                dispatcher.handle(&plugin, &queue, delivery).await;
-                dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
-                drop(permit);
-            });
+            self.dispatcher.in_flight.fetch_add(1, Ordering::SeqCst);
+            // The handler runs here, outside `block_on`: WASI may block on the runtime itself.
+            let step = self.dispatcher.run(&plugin, &self.queue, &delivery);
+            runtime.block_on(self.dispatcher.settle(&plugin, &self.queue, delivery, step));
+            self.dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        tracing::debug!(queue = %self.queue, "pump stopped");
+        tracing::debug!(queue = %self.queue, "lane stopped");
     }
 }
 
+/// What to do with a delivery once its handler ran (or was not run).
+enum Step {
+    Decided(Decision, Vec<Outbound>),
+    SetAside {
+        target: DeadLetter,
+        reason: &'static str,
+        error: String,
+    },
+}
+
 impl Dispatcher {
-    /// Handles one delivery to the end: it is settled when this returns.
-    async fn handle(&self, plugin: &Plugin, queue: &str, delivery: Delivery) {
+    /// Checks a delivery and, if it can be handled, runs its handler. Synchronous: the
+    /// handler is bounded by the plugin's deadline.
+    fn run(&self, plugin: &Plugin, queue: &str, delivery: &Delivery) -> Step {
         let envelope = &delivery.envelope;
         let settings = plugin.settings();
+        let set_aside = |target, reason, error| Step::SetAside {
+            target,
+            reason,
+            error,
+        };
         if envelope.is_expired_at(now_ms()) {
             let error = format!(
                 "expired at {} ms, before it was handled",
                 envelope.expires_at_ms.unwrap_or_default()
             );
-            return self
-                .dead_letter(
-                    plugin,
-                    queue,
-                    delivery,
-                    DeadLetter::Expired,
-                    "expired",
-                    &error,
-                )
-                .await;
+            return set_aside(DeadLetter::Expired, "expired", error);
         }
         if !plugin.handles(&envelope.message_type) {
             let error = format!(
-                "plugin {} has no handler for {}",
+                "plugin {} has no handler for `{}`",
                 plugin.name(),
                 envelope.message_type
             );
-            return self
-                .dead_letter(
-                    plugin,
-                    queue,
-                    delivery,
-                    DeadLetter::Skipped,
-                    "no-handler",
-                    &error,
-                )
-                .await;
+            return set_aside(DeadLetter::Skipped, "no-handler", error);
         }
         if !is_known_content_type(&envelope.content_type) {
             let error = format!(
                 "content type `{}` is not supported: use application/msgpack or application/json",
                 envelope.content_type
             );
-            return self
-                .dead_letter(
-                    plugin,
-                    queue,
-                    delivery,
-                    DeadLetter::Error,
-                    "unsupported-content-type",
-                    &error,
-                )
-                .await;
+            return set_aside(DeadLetter::Error, "unsupported-content-type", error);
         }
         if envelope.body.len() as u64 > settings.max_message_bytes {
             let error = format!(
@@ -189,23 +186,11 @@ impl Dispatcher {
                 envelope.body.len(),
                 settings.max_message_bytes
             );
-            return self
-                .dead_letter(
-                    plugin,
-                    queue,
-                    delivery,
-                    DeadLetter::Error,
-                    "too-large",
-                    &error,
-                )
-                .await;
+            return set_aside(DeadLetter::Error, "too-large", error);
         }
 
         let started = Instant::now();
         let invocation = plugin.invoke(envelope, queue);
-        let elapsed = started.elapsed();
-        let decision =
-            recoverability::decide(&invocation.outcome, envelope.attempt, settings.max_attempts);
         tracing::debug!(
             plugin = plugin.name(),
             version = plugin.version(),
@@ -214,12 +199,30 @@ impl Dispatcher {
             conversation_id = %envelope.conversation_id,
             attempt = envelope.attempt,
             outcome = ?invocation.outcome,
-            elapsed_us = elapsed.as_micros() as u64,
+            elapsed_us = started.elapsed().as_micros() as u64,
             "handled"
         );
-        match decision {
-            Decision::Complete => self.complete(plugin, delivery, invocation.outbox).await,
-            Decision::Redeliver { error } => {
+        let decision =
+            recoverability::decide(&invocation.outcome, envelope.attempt, settings.max_attempts);
+        Step::Decided(decision, invocation.outbox)
+    }
+
+    /// Settles a delivery as `step` says: it is settled when this returns.
+    async fn settle(&self, plugin: &Plugin, queue: &str, delivery: Delivery, step: Step) {
+        let envelope = &delivery.envelope;
+        match step {
+            Step::SetAside {
+                target,
+                reason,
+                error,
+            } => {
+                self.dead_letter(plugin, queue, delivery, target, reason, &error)
+                    .await;
+            }
+            Step::Decided(Decision::Complete, outbox) => {
+                self.complete(plugin, delivery, outbox).await
+            }
+            Step::Decided(Decision::Redeliver { error }, _) => {
                 tracing::warn!(
                     plugin = plugin.name(),
                     version = plugin.version(),
@@ -234,7 +237,7 @@ impl Dispatcher {
                     .record(&envelope.message_type, Some(plugin.name()), Event::Retried);
                 self.requeue(delivery).await;
             }
-            Decision::DeadLetter { reason, error } => {
+            Step::Decided(Decision::DeadLetter { reason, error }, _) => {
                 self.dead_letter(plugin, queue, delivery, DeadLetter::Error, reason, &error)
                     .await;
             }

@@ -217,3 +217,11 @@ impl Host {
         &self.name
     }
 }
+
+/// A host that goes away without [`Host::shutdown`] still stops its lanes, so the runtime they
+/// run on can shut down.
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.dispatcher.stop();
+    }
+}

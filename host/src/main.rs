@@ -181,8 +181,12 @@ fn run(args: RunArgs) -> Result<()> {
         exit_when_idle: args.exit_when_idle,
         summary: args.summary,
     };
+    // Every message in flight holds a thread of the blocking pool (see `dispatch`), so the pool
+    // is as large as the instance pool, plus room for the runtime's own blocking work.
+    let max_blocking = config.engine.max_instances as usize + 64;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(max_blocking)
         .thread_name("courier")
         .build()
         .context("cannot start the async runtime")?

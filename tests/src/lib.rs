@@ -184,6 +184,7 @@ pub fn test_type(name: &str) -> String {
 }
 
 /// The real RabbitMQ on this machine: a virtual host of the test's own, removed afterwards.
+#[derive(Debug)]
 pub struct Vhost {
     pub name: String,
 }
