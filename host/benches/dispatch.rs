@@ -9,7 +9,8 @@
 //! 1. per-message cost on one thread — native function, reused instance, fresh instance — for
 //!    a trivial handler (decode, return) and the order flow's payment handler (decode, one
 //!    publish);
-//! 2. messages per second through the embedded broker on a single-threaded runtime, with the
+//! 2. messages per second through the embedded broker with one lane (concurrency 1) and a
+//!    single-threaded async runtime, with the
 //!    trivial plugin beside a native consumer doing the same work.
 #![allow(
     clippy::unwrap_used,
@@ -229,7 +230,7 @@ fn broker_throughput(quick: bool, rows: &mut Vec<Row>) {
         ("courier, trivial plugin, fresh instances", courier),
     ] {
         rows.push(Row {
-            scenario: "embedded broker, one thread".to_owned(),
+            scenario: "embedded broker, concurrency 1".to_owned(),
             variant: variant.to_owned(),
             value: rate,
             unit: "msg/s",

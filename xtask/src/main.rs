@@ -16,7 +16,8 @@ const ORDER_FLOW: [&str; 4] = ["payment", "inventory", "shipping", "notification
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let task = args.next().unwrap_or_default();
-    let rest: Vec<String> = args.collect();
+    // `cargo xtask demo -- --broker …`: the `--` only separates cargo's arguments from ours.
+    let rest: Vec<String> = args.skip_while(|arg| arg == "--").collect();
     let root = workspace_root()?;
     match task.as_str() {
         "plugins" => build_plugins(&root),
