@@ -266,3 +266,14 @@ pub fn plugins_dir(test: &str, plugins: &[&str]) -> PathBuf {
     }
     dir
 }
+
+/// Every order of the flow ended exactly one way: `placed` orders in, and as many shipped,
+/// declined or out of stock.
+pub fn assert_orders_add_up(summary: &courier_host::Summary, placed: usize) {
+    let count = |t: &str| summary.of(&format!("urn:message:Orders:{t}")).published;
+    assert_eq!(count("OrderPlaced") as usize, placed);
+    assert_eq!(
+        count("OrderShipped") + count("PaymentFailed") + count("StockReservationFailed"),
+        count("OrderPlaced")
+    );
+}

@@ -51,12 +51,7 @@ async fn the_order_flow_runs_over_rabbitmq() {
         .await
         .unwrap();
     let summary = host.summary();
-    let count = |t: &str| summary.of(&format!("urn:message:Orders:{t}")).published;
-    assert_eq!(count("OrderPlaced") as usize, orders.len());
-    assert_eq!(
-        count("OrderShipped") + count("PaymentFailed") + count("StockReservationFailed"),
-        count("OrderPlaced")
-    );
+    assert_orders_add_up(&summary, orders.len());
     host.shutdown().await;
 }
 

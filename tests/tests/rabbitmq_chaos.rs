@@ -79,19 +79,14 @@ fn duplicates(seen: &BTreeMap<u64, u32>) -> u32 {
     seen.values().map(|count| count - 1).sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_every_connection_mid_stream_loses_nothing() {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let vhost = Vhost::new("close-connections");
-    let host = amqp_host_with(&vhost, "[plugins.probe]\nconcurrency = 8", &["probe"]).await;
+/// Runs 1,500 slow messages through a host on `vhost`, calling `interrupt` once a quarter are
+/// handled; every message must still be handled.
+async fn survives(vhost: &Vhost, interrupt: impl FnMut()) {
+    let host = amqp_host_with(vhost, "[plugins.probe]\nconcurrency = 8", &["probe"]).await;
     let mut tap = Tap::new(&host, "tap", &[&test_type("SlowDone")]).await;
     let total = 1500;
     let publisher = publish_slow(&host, 0..total, 2);
-    let name = vhost.name.clone();
-    let seen = collect_done(&mut tap, total, total / 4, || {
-        rabbitmqctl(&["close_all_connections", "--vhost", &name, "chaos test"]);
-    })
-    .await;
+    let seen = collect_done(&mut tap, total, total / 4, interrupt).await;
     publisher.await.unwrap();
     println!(
         "handled {} of {total}; {} reached the tap more than once (at least once, as promised)",
@@ -102,27 +97,27 @@ async fn closing_every_connection_mid_stream_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_every_connection_mid_stream_loses_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let vhost = Vhost::new("close-connections");
+    let name = vhost.name.clone();
+    survives(&vhost, || {
+        rabbitmqctl(&["close_all_connections", "--vhost", &name, "chaos test"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_broker_mid_stream_loses_nothing() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let vhost = Vhost::new("broker-restart");
-    let host = amqp_host_with(&vhost, "[plugins.probe]\nconcurrency = 8", &["probe"]).await;
-    let mut tap = Tap::new(&host, "tap", &[&test_type("SlowDone")]).await;
-    let total = 1500;
-    let publisher = publish_slow(&host, 0..total, 2);
-    let seen = collect_done(&mut tap, total, total / 4, || {
+    survives(&vhost, || {
         rabbitmqctl(&["stop_app"]);
         std::thread::sleep(Duration::from_secs(1));
         rabbitmqctl(&["start_app"]);
         rabbitmqctl(&["await_startup"]);
     })
     .await;
-    publisher.await.unwrap();
-    println!(
-        "handled {} of {total}; {} reached the tap more than once (at least once, as promised)",
-        seen.len(),
-        duplicates(&seen)
-    );
-    host.shutdown().await;
 }
 
 /// A `courier run` process, killed if the test ends while it still runs.
@@ -153,6 +148,32 @@ fn spawn_host(vhost: &Vhost, dir: &Path, name: &str) -> HostProcess {
         .unwrap()
 }
 
+/// Waits until `queue` has `consumers` consumers.
+async fn wait_for_consumers(vhost: &Vhost, queue: &str, consumers: usize) {
+    let expected = format!("{queue}\t{consumers}");
+    let deadline = Instant::now() + PATIENCE;
+    while !rabbitmqctl(&["list_queues", "-p", &vhost.name, "name", "consumers"])
+        .lines()
+        .any(|line| line == expected)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{queue} never had {consumers} consumer(s)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plugins directory with the probe at concurrency 4, a client host to publish and watch,
+/// and a tap on `SlowDone`.
+async fn slow_setup(vhost: &Vhost, test: &str) -> (std::path::PathBuf, Arc<Host>, Tap) {
+    let dir = plugins_dir(test, &["probe"]);
+    std::fs::write(dir.join("probe.toml"), "concurrency = 4\n").unwrap();
+    let client = amqp_host_with(vhost, "", &[]).await;
+    let tap = Tap::new(&client, "tap", &[&test_type("SlowDone")]).await;
+    (dir, client, tap)
+}
+
 /// Sends SIGTERM and waits for a clean exit.
 fn terminate(mut host: HostProcess) {
     let status = Command::new("kill")
@@ -176,24 +197,11 @@ fn handled_by(dir: &Path, name: &str) -> u64 {
 async fn two_hosts_share_the_queue_and_killing_one_loses_nothing() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let vhost = Vhost::new("competing");
-    let dir = plugins_dir("competing", &["probe"]);
-    std::fs::write(dir.join("probe.toml"), "concurrency = 4\n").unwrap();
-    let client = amqp_host_with(&vhost, "", &[]).await;
-    let mut tap = Tap::new(&client, "tap", &[&test_type("SlowDone")]).await;
+    let (dir, client, mut tap) = slow_setup(&vhost, "competing").await;
     // The plugin's queue exists before anything is published to it.
     let mut first = spawn_host(&vhost, &dir, "first");
     let second = spawn_host(&vhost, &dir, "second");
-    let deadline = Instant::now() + PATIENCE;
-    while !rabbitmqctl(&["list_queues", "-p", &vhost.name, "name", "consumers"])
-        .lines()
-        .any(|l| l.starts_with("probe\t2"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the two hosts did not start consuming"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_consumers(&vhost, "probe", 2).await;
 
     let total = 2000;
     let publisher = publish_slow(&client, 0..total, 5);
@@ -228,22 +236,9 @@ async fn two_hosts_share_the_queue_and_killing_one_loses_nothing() {
 async fn sigterm_drains_without_losing_or_repeating_a_message() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let vhost = Vhost::new("sigterm");
-    let dir = plugins_dir("sigterm", &["probe"]);
-    std::fs::write(dir.join("probe.toml"), "concurrency = 4\n").unwrap();
-    let client = amqp_host_with(&vhost, "", &[]).await;
-    let mut tap = Tap::new(&client, "tap", &[&test_type("SlowDone")]).await;
+    let (dir, client, mut tap) = slow_setup(&vhost, "sigterm").await;
     let mut host = Some(spawn_host(&vhost, &dir, "before"));
-    let deadline = Instant::now() + PATIENCE;
-    while !rabbitmqctl(&["list_queues", "-p", &vhost.name, "name", "consumers"])
-        .lines()
-        .any(|l| l.starts_with("probe\t1"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the host did not start consuming"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_consumers(&vhost, "probe", 1).await;
 
     let total = 400;
     publish_slow(&client, 0..total, 20).await.unwrap();
