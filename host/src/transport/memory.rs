@@ -280,13 +280,19 @@ struct MemoryConsumer {
 impl Consumer for MemoryConsumer {
     async fn next(&mut self) -> Option<Delivery> {
         let slot = Arc::clone(&self.prefetch).acquire_owned().await.ok()?;
-        self.queue.available.acquire().await.ok()?.forget();
-        let stored = self
-            .queue
-            .ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()?;
+        let stored = loop {
+            self.queue.available.acquire().await.ok()?.forget();
+            // `drain` may have emptied the queue between the permit and the pop.
+            let popped = self
+                .queue
+                .ready
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            if let Some(stored) = popped {
+                break stored;
+            }
+        };
         self.queue.unacked.fetch_add(1, Ordering::SeqCst);
         Some(Delivery {
             redelivered: stored.redelivered,
