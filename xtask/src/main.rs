@@ -27,6 +27,8 @@ fn main() -> Result<()> {
         }
         "test" => {
             build_plugins(&root)?;
+            // The process-level tests run the `courier` binary itself.
+            cargo(&root, &["build", "-p", "courier-host", "--bin", "courier"])?;
             cargo(
                 &root,
                 &[&["test", "--workspace"], &strs(&rest)[..]].concat(),
