@@ -162,7 +162,7 @@ pub enum InstancePolicy {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginOverrides {
-    /// Messages handled at once; the broker prefetch follows it.
+    /// Handler calls at once; the consumer's prefetch is twice this.
     pub concurrency: Option<u32>,
     /// Longest a handler may run for one message, in milliseconds.
     pub deadline_ms: Option<u64>,

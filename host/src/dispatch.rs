@@ -1,8 +1,10 @@
 //! Moves messages from a plugin's input queue through its handler and settles them.
 //!
 //! Each plugin has `concurrency` lanes. A lane is a thread of the runtime's blocking pool that
-//! takes one delivery at a time from the plugin's consumer, runs the handler synchronously and
-//! settles the delivery. Handlers never run on the async worker threads: a handler that uses
+//! takes one delivery at a time from the plugin's consumer and runs the handler synchronously;
+//! settling the delivery (publish the outbox, wait for the confirms, ack) is an async task, so
+//! the lane goes on to the next delivery while the broker confirms. The consumer's prefetch,
+//! [`prefetch_for`] the concurrency, bounds the deliveries handled or being settled. Handlers never run on the async worker threads: a handler that uses
 //! its whole deadline, or waits on a WASI clock, holds only its own lane, while the broker
 //! connection, the admin API and the other plugins carry on.
 //!
@@ -58,7 +60,7 @@ impl Dispatcher {
         };
         self.transport.declare_endpoint(&endpoint).await?;
         let concurrency = plugin.settings().concurrency;
-        let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
+        let prefetch = prefetch_for(concurrency);
         let consumer = self.transport.consume(&endpoint.queue, prefetch).await?;
         tracing::info!(
             plugin = plugin.name(),
@@ -68,17 +70,40 @@ impl Dispatcher {
             concurrency,
             "consuming"
         );
-        let consumer = Arc::new(tokio::sync::Mutex::new(consumer));
+        // One pump takes deliveries from the consumer and hands each to whichever lane is
+        // free. The hand-off holds one delivery; the prefetch bounds the rest.
+        let (handoff, deliveries) = async_channel::bounded(1);
+        self.tasks.spawn(self.clone().pump(consumer, handoff));
         for _ in 0..concurrency {
             let lane = Lane {
                 dispatcher: self.clone(),
                 slot: Arc::clone(&slot),
                 queue: endpoint.queue.clone(),
-                consumer: Arc::clone(&consumer),
+                deliveries: deliveries.clone(),
             };
             self.tasks.spawn_blocking(move || lane.run());
         }
         Ok(())
+    }
+
+    /// Moves deliveries from the consumer to the lanes until the dispatcher stops. Dropping
+    /// the hand-off at the end lets the lanes finish what it holds and end.
+    async fn pump(self, mut consumer: Box<dyn Consumer>, handoff: async_channel::Sender<Delivery>) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => None,
+                delivery = consumer.next() => delivery,
+            };
+            let Some(delivery) = next else { break };
+            // Counted from here, so a delivery waiting for a lane is not taken for idleness.
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            if let Err(returned) = handoff.send(delivery).await {
+                drop(returned);
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                break;
+            }
+        }
     }
 
     /// Deliveries being handled now, across all plugins.
@@ -99,39 +124,44 @@ impl Dispatcher {
     }
 }
 
+/// Deliveries a plugin holds at once: twice its handlers, so that while some wait for the
+/// broker to confirm their follow-ups, every handler still has a message to work on.
+pub fn prefetch_for(concurrency: u32) -> u16 {
+    u16::try_from(concurrency.saturating_mul(2)).unwrap_or(u16::MAX)
+}
+
 /// One handler call at a time, on a thread of the blocking pool.
 struct Lane {
     dispatcher: Dispatcher,
     slot: Arc<PluginSlot>,
     queue: String,
-    consumer: Arc<tokio::sync::Mutex<Box<dyn Consumer>>>,
+    deliveries: async_channel::Receiver<Delivery>,
 }
 
 impl Lane {
     fn run(self) {
         let runtime = tokio::runtime::Handle::current();
-        let stop = self.dispatcher.stop.clone();
-        loop {
-            let next = runtime.block_on(async {
-                let mut consumer = tokio::select! {
-                    biased;
-                    () = stop.cancelled() => return None,
-                    consumer = self.consumer.lock() => consumer,
-                };
-                tokio::select! {
-                    biased;
-                    () = stop.cancelled() => None,
-                    delivery = consumer.next() => delivery,
-                }
-            });
-            let Some(delivery) = next else { break };
+        while let Ok(delivery) = self.deliveries.recv_blocking() {
             // The version current now handles this message, even if a newer one arrives meanwhile.
             let plugin = self.slot.load_full();
-            self.dispatcher.in_flight.fetch_add(1, Ordering::SeqCst);
             // The handler runs here, outside `block_on`: WASI may block on the runtime itself.
             let step = self.dispatcher.run(&plugin, &self.queue, &delivery);
-            runtime.block_on(self.dispatcher.settle(&plugin, &self.queue, delivery, step));
-            self.dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
+            // Settling waits on the broker (confirms, then the ack); the lane does not. It
+            // starts the settling itself, so the follow-ups leave without a hop to another
+            // thread, and hands whatever still waits to the runtime; then it takes the next
+            // delivery. The prefetch bounds what is in flight.
+            let dispatcher = self.dispatcher.clone();
+            let queue = self.queue.clone();
+            let mut settling = Box::pin(async move {
+                dispatcher.settle(&plugin, &queue, delivery, step).await;
+                dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+            if runtime
+                .block_on(futures_lite::future::poll_once(&mut settling))
+                .is_none()
+            {
+                self.dispatcher.tasks.spawn_on(settling, &runtime);
+            }
         }
         tracing::debug!(queue = %self.queue, "lane stopped");
     }

@@ -10,14 +10,20 @@
 //!    a trivial handler (decode, return) and the order flow's payment handler (decode, one
 //!    publish);
 //! 2. messages per second through the embedded broker with one lane (concurrency 1) and a
-//!    single-threaded async runtime, with the
-//!    trivial plugin beside a native consumer doing the same work.
+//!    single-threaded async runtime, with the trivial plugin beside a native consumer doing the
+//!    same work;
+//! 3. the payment step on the real RabbitMQ beside a native lapin consumer: peak throughput,
+//!    and latency at 50% and 90% of the native peak (see `rabbitmq.rs`). It needs the local
+//!    broker (`COURIER_BENCH_BROKER`, default `amqp://guest:guest@127.0.0.1:5672`) and
+//!    `rabbitmqctl`; `--no-rabbitmq` leaves it out.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     reason = "a benchmark stops at the first thing that is not as expected"
 )]
+
+mod rabbitmq;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -317,14 +323,19 @@ fn main() {
     let mut rows = Vec::new();
     per_message_costs(quick, &mut rows);
     broker_throughput(quick, &mut rows);
+    if !std::env::args().any(|a| a == "--no-rabbitmq") {
+        let broker = std::env::var("COURIER_BENCH_BROKER")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
+        rabbitmq::run(quick, &broker, &mut rows);
+    }
 
     println!(
-        "\n{:<40} {:<44} {:>14} {:>10}",
+        "\n{:<44} {:<44} {:>14} {:>10}",
         "scenario", "variant", "value", "vs native"
     );
     for row in &rows {
         println!(
-            "{:<40} {:<44} {:>9.2} {:<6} {:>9.2}x",
+            "{:<44} {:<44} {:>9.2} {:<6} {:>9.2}x",
             row.scenario, row.variant, row.value, row.unit, row.ratio_to_native
         );
     }

@@ -1,0 +1,558 @@
+//! The order flow's payment step on the real RabbitMQ: Courier beside a native lapin consumer
+//! doing the same work (decode the order, publish one confirmed follow-up, ack after the
+//! confirm) with the same prefetch and the same topology, in the same run.
+//!
+//! Each variant runs in a vhost of its own, created for the run and deleted after it:
+//! `Orders:OrderPlaced` (fanout) → quorum queue `payment`; the follow-ups go to
+//! `Orders:PaymentProcessed` (fanout) → a sink queue the benchmark consumes.
+//!
+//! - **Throughput**: N orders are waiting in the queue before the consumer starts; the rate is
+//!   measured between the first and the last follow-up the sink receives.
+//! - **Latency**: orders are published at a fixed rate (50% and 90% of the native peak, the
+//!   same offered load for both variants); a message's latency runs from its publish to the
+//!   arrival of its follow-up at the sink. The follow-up is confirmed before the order is
+//!   acked, so this is publish to ack plus one delivery to the sink, the same for both.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use courier_host::transport::Endpoint;
+use courier_host::transport::wire;
+use courier_host::{Envelope, Host, HostConfig};
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde::Deserialize;
+
+use super::{Row, native_payment, order_message, plugin_file};
+
+const ORDER_PLACED: &str = "Orders:OrderPlaced";
+const PAYMENT_PROCESSED: &str = "Orders:PaymentProcessed";
+const SINK: &str = "bench-sink";
+
+/// Courier's handler calls at once.
+const CONCURRENCY: u32 = 4;
+
+/// Deliveries in flight, in both variants: what Courier derives from the concurrency.
+fn prefetch() -> u16 {
+    courier_host::dispatch::prefetch_for(CONCURRENCY)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Native,
+    Courier,
+}
+
+impl Variant {
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Native => "native lapin consumer",
+            Variant::Courier => "courier, payment plugin, fresh instances",
+        }
+    }
+}
+
+/// A vhost that exists for one variant's run.
+struct Vhost {
+    name: String,
+    url: String,
+}
+
+impl Vhost {
+    fn create(base: &str, label: &str) -> Vhost {
+        let name = format!("courier-bench-{}-{label}", std::process::id());
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        Vhost {
+            url: format!("{}/{name}", base.trim_end_matches('/')),
+            name,
+        }
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        rabbitmqctl(&["delete_vhost", &self.name]);
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (the RabbitMQ scenario needs a local broker)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[derive(Debug, Deserialize)]
+struct Processed {
+    order_id: String,
+}
+
+/// The sink's record of what arrived: per order sequence number, the time its follow-up came.
+#[derive(Debug, Default)]
+struct Arrivals {
+    at: Mutex<HashMap<u64, Instant>>,
+}
+
+impl Arrivals {
+    fn count(&self) -> usize {
+        self.at.lock().unwrap().len()
+    }
+}
+
+async fn connect(url: &str) -> Connection {
+    Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ is reachable")
+}
+
+async fn declare_exchange(channel: &Channel, name: &str) {
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+}
+
+/// The sink queue and the consumer that records every follow-up's arrival.
+async fn start_sink(url: &str) -> (Arc<Arrivals>, Connection) {
+    let connection = connect(url).await;
+    let channel = connection.create_channel().await.unwrap();
+    declare_exchange(&channel, PAYMENT_PROCESSED).await;
+    channel
+        .queue_declare(
+            SINK.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            SINK.into(),
+            PAYMENT_PROCESSED.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            SINK.into(),
+            "sink".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let arrivals = Arc::new(Arrivals::default());
+    let record = Arc::clone(&arrivals);
+    tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let now = Instant::now();
+            let processed: Processed = rmp_serde::from_slice(&delivery.data).unwrap();
+            let seq = processed
+                .order_id
+                .strip_prefix("o-")
+                .and_then(|n| n.parse().ok())
+                .unwrap();
+            record.at.lock().unwrap().insert(seq, now);
+        }
+    });
+    (arrivals, connection)
+}
+
+/// Declares what Courier declares for the payment plugin, for the native variant.
+async fn declare_payment_queue(channel: &Channel) {
+    declare_exchange(channel, ORDER_PLACED).await;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            "payment".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            "payment".into(),
+            ORDER_PLACED.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Publishes orders `from..to` to `Orders:OrderPlaced`, paced at `rate` a second (`None`:
+/// as fast as confirms allow), recording when each left. Waits for every confirm.
+async fn publish_orders(
+    channel: &Channel,
+    range: std::ops::Range<u64>,
+    rate: Option<f64>,
+    sent: &Mutex<HashMap<u64, Instant>>,
+) {
+    let template = order_message();
+    let started = Instant::now();
+    let mut confirms = Vec::new();
+    for seq in range.clone() {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64((seq - range.start) as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now())
+                && wait > Duration::from_micros(200)
+            {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let envelope = order(&template, seq);
+        let properties = wire::to_properties(&envelope);
+        sent.lock().unwrap().insert(seq, Instant::now());
+        confirms.push(
+            channel
+                .basic_publish(
+                    ORDER_PLACED.into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    &envelope.body,
+                    properties,
+                )
+                .await
+                .unwrap(),
+        );
+        if confirms.len() >= 500 {
+            for confirm in confirms.drain(..) {
+                assert!(confirm.await.unwrap().is_ack());
+            }
+        }
+    }
+    for confirm in confirms {
+        assert!(confirm.await.unwrap().is_ack());
+    }
+}
+
+fn order(template: &Envelope, seq: u64) -> Envelope {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        sku: &'a str,
+        quantity: u32,
+    }
+    #[derive(serde::Serialize)]
+    struct Order<'a> {
+        order_id: String,
+        customer: &'a str,
+        lines: [Line<'a>; 1],
+        amount_cents: u64,
+    }
+    let mut envelope = template.clone();
+    envelope.id = uuid::Uuid::now_v7().to_string();
+    envelope.conversation_id.clone_from(&envelope.id);
+    envelope.body = rmp_serde::to_vec_named(&Order {
+        order_id: format!("o-{seq}"),
+        customer: "ada",
+        lines: [Line {
+            sku: "WIDGET",
+            quantity: 2,
+        }],
+        amount_cents: 2400,
+    })
+    .unwrap();
+    envelope
+}
+
+/// The native consumer: one channel with the prefetch, a confirming publisher channel, and a
+/// task per delivery that decodes, publishes the follow-up, waits for its confirm and acks.
+async fn run_native(connection: &Connection) -> tokio::task::JoinHandle<()> {
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_qos(prefetch(), BasicQosOptions::default())
+        .await
+        .unwrap();
+    let publisher = connection.create_channel().await.unwrap();
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            "payment".into(),
+            "native".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let publisher = publisher.clone();
+            tokio::spawn(async move {
+                let envelope = wire::from_delivery(
+                    &delivery.properties,
+                    delivery.data,
+                    delivery.exchange.as_str(),
+                );
+                let follow_up = native_payment(&envelope);
+                let properties: BasicProperties = wire::to_properties(&follow_up);
+                let confirm = publisher
+                    .basic_publish(
+                        wire::exchange_for(&follow_up.message_type).into(),
+                        "".into(),
+                        BasicPublishOptions::default(),
+                        &follow_up.body,
+                        properties,
+                    )
+                    .await
+                    .unwrap();
+                assert!(confirm.await.unwrap().is_ack());
+                delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .unwrap();
+            });
+        }
+    })
+}
+
+/// One variant's consumer, running until dropped.
+enum Running {
+    Native(tokio::task::JoinHandle<()>, Box<Connection>),
+    Courier(Arc<Host>),
+}
+
+impl Running {
+    async fn stop(self) {
+        match self {
+            Running::Native(task, connection) => {
+                task.abort();
+                let _ = connection.close(200, "done".into()).await;
+            }
+            Running::Courier(host) => host.shutdown().await,
+        }
+    }
+}
+
+async fn start(variant: Variant, url: &str) -> Running {
+    match variant {
+        Variant::Native => {
+            let connection = connect(url).await;
+            let handle = run_native(&connection).await;
+            Running::Native(handle, Box::new(connection))
+        }
+        Variant::Courier => {
+            let mut config = HostConfig::from_toml(&format!(
+                "broker = \"{url}\"\n[defaults]\nconcurrency = {CONCURRENCY}"
+            ))
+            .unwrap();
+            config.admin.enabled = false;
+            let host = Arc::new(Host::new(config).await.unwrap());
+            host.load_plugin(&plugin_file("payment")).await.unwrap();
+            Running::Courier(host)
+        }
+    }
+}
+
+/// Declares the input queue the variant consumes, before any order is published.
+async fn declare_input(variant: Variant, url: &str, channel: &Channel) {
+    match variant {
+        Variant::Native => declare_payment_queue(channel).await,
+        Variant::Courier => {
+            let transport =
+                courier_host::transport::amqp::AmqpTransport::connect(url, Default::default())
+                    .await
+                    .unwrap();
+            let endpoint = Endpoint {
+                queue: "payment".into(),
+                subscriptions: vec!["urn:message:Orders:OrderPlaced".into()],
+            };
+            courier_host::Transport::declare_endpoint(&transport, &endpoint)
+                .await
+                .unwrap();
+            courier_host::Transport::close(&transport).await;
+        }
+    }
+}
+
+async fn wait_for(arrivals: &Arrivals, count: usize, patience: Duration) {
+    let started = Instant::now();
+    while arrivals.count() < count {
+        assert!(
+            started.elapsed() < patience,
+            "only {} of {count} follow-ups arrived in {patience:?}",
+            arrivals.count()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Messages per second with `messages` orders waiting before the consumer starts.
+async fn peak(variant: Variant, base: &str, messages: u64) -> f64 {
+    let vhost = Vhost::create(base, "peak");
+    let (arrivals, sink) = start_sink(&vhost.url).await;
+    let publisher_connection = connect(&vhost.url).await;
+    let publisher = publisher_connection.create_channel().await.unwrap();
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    declare_input(variant, &vhost.url, &publisher).await;
+    let sent = Mutex::default();
+    publish_orders(&publisher, 0..messages, None, &sent).await;
+    let running = start(variant, &vhost.url).await;
+    let count = usize::try_from(messages).unwrap();
+    wait_for(&arrivals, count, Duration::from_secs(300)).await;
+    running.stop().await;
+    let rate = {
+        let at = arrivals.at.lock().unwrap();
+        let first = at.values().min().unwrap();
+        let last = at.values().max().unwrap();
+        (messages - 1) as f64 / last.duration_since(*first).as_secs_f64()
+    };
+    let _ = sink.close(200, "done".into()).await;
+    let _ = publisher_connection.close(200, "done".into()).await;
+    rate
+}
+
+/// Publish-to-follow-up latencies (µs, sorted) with orders published at `rate` a second.
+async fn latencies(variant: Variant, base: &str, messages: u64, rate: f64) -> Vec<f64> {
+    let vhost = Vhost::create(base, "latency");
+    let (arrivals, sink) = start_sink(&vhost.url).await;
+    let publisher_connection = connect(&vhost.url).await;
+    let publisher = publisher_connection.create_channel().await.unwrap();
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    declare_input(variant, &vhost.url, &publisher).await;
+    let running = start(variant, &vhost.url).await;
+    let sent = Mutex::default();
+    // A short warm-up at the same rate, left out of the figures.
+    let warm_up = messages / 10;
+    publish_orders(&publisher, 0..messages + warm_up, Some(rate), &sent).await;
+    let count = usize::try_from(messages + warm_up).unwrap();
+    wait_for(&arrivals, count, Duration::from_secs(300)).await;
+    running.stop().await;
+    let sent = sent.into_inner().unwrap();
+    let mut figures: Vec<f64> = {
+        let at = arrivals.at.lock().unwrap();
+        (warm_up..messages + warm_up)
+            .map(|seq| at[&seq].duration_since(sent[&seq]).as_secs_f64() * 1e6)
+            .collect()
+    };
+    figures.sort_by(f64::total_cmp);
+    let _ = sink.close(200, "done".into()).await;
+    let _ = publisher_connection.close(200, "done".into()).await;
+    figures
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs the RabbitMQ scenarios and adds their rows.
+pub fn run(quick: bool, base: &str, rows: &mut Vec<Row>) {
+    let (messages, rounds, sampled) = if quick {
+        (3_000, 1, 2_000)
+    } else {
+        (20_000, 3, 10_000)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut rates = [Vec::new(), Vec::new()];
+        for round in 0..rounds {
+            for (i, variant) in [Variant::Native, Variant::Courier].into_iter().enumerate() {
+                eprintln!(
+                    "rabbitmq peak throughput, {}: round {} of {rounds} ...",
+                    variant.label(),
+                    round + 1
+                );
+                rates[i].push(peak(variant, base, messages).await);
+            }
+        }
+        let [native, courier] = rates.map(median);
+        for (variant, rate) in [(Variant::Native, native), (Variant::Courier, courier)] {
+            rows.push(Row {
+                scenario: format!("rabbitmq, payment, prefetch {}, peak", prefetch()),
+                variant: variant.label().to_owned(),
+                value: rate,
+                unit: "msg/s",
+                ratio_to_native: rate / native,
+            });
+        }
+        for share in [0.5, 0.9] {
+            let rate = native * share;
+            let mut baseline: HashMap<String, f64> = HashMap::new();
+            for variant in [Variant::Native, Variant::Courier] {
+                eprintln!(
+                    "rabbitmq latency at {:.0}% of the native peak ({rate:.0} msg/s), {} ...",
+                    share * 100.0,
+                    variant.label()
+                );
+                let sorted = latencies(variant, base, sampled, rate).await;
+                for p in [50.0, 99.0, 99.9] {
+                    let value = percentile(&sorted, p);
+                    let reference = *baseline.entry(p.to_string()).or_insert(value);
+                    let scenario =
+                        format!("rabbitmq latency p{p} at {:.0}% of peak", share * 100.0);
+                    if variant == Variant::Courier {
+                        rows.push(Row {
+                            scenario: scenario.clone(),
+                            variant: "added by courier (courier - native)".to_owned(),
+                            value: value - reference,
+                            unit: "µs",
+                            ratio_to_native: (value - reference) / reference,
+                        });
+                    }
+                    rows.push(Row {
+                        scenario,
+                        variant: variant.label().to_owned(),
+                        value,
+                        unit: "µs",
+                        ratio_to_native: value / reference,
+                    });
+                }
+            }
+        }
+    });
+}
