@@ -172,14 +172,104 @@ pub struct PluginOverrides {
     pub max_publishes: Option<u32>,
     /// Largest body accepted, consumed or published, in bytes.
     pub max_message_bytes: Option<u64>,
-    /// Deliveries before a failing message goes to the error queue.
-    pub max_attempts: Option<u32>,
+    /// Further calls, each on a fresh instance, right after a `retry` or a trap.
+    pub immediate_retries: Option<u32>,
+    /// Delays before each redelivery once the immediate retries are spent; the broker holds
+    /// the message meanwhile. `[]`: none.
+    pub redelivery_delays_ms: Option<Vec<u64>>,
+    /// The redelivery delays as an exponential series instead of a list.
+    pub redelivery_backoff: Option<Backoff>,
     pub instance: Option<InstancePolicy>,
     /// With `instance = "reuse"`: messages an instance handles before it is replaced.
     pub recycle_after: Option<u64>,
     /// Settings the plugin reads with `config.get`; nested tables flatten to dotted keys.
     #[serde(default)]
     pub config: toml::Table,
+}
+
+/// Redelivery delays that grow by `factor` from `first_ms`, capped at `max_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    pub first_ms: u64,
+    #[serde(default = "Backoff::default_factor")]
+    pub factor: f64,
+    pub max_ms: u64,
+    /// Redeliveries.
+    pub count: u32,
+}
+
+impl Backoff {
+    fn default_factor() -> f64 {
+        2.0
+    }
+
+    fn delays(&self) -> Vec<Duration> {
+        let mut delay = self.first_ms as f64;
+        (0..self.count)
+            .map(|_| {
+                let ms = delay.min(self.max_ms as f64);
+                delay *= self.factor;
+                Duration::from_millis(ms as u64)
+            })
+            .collect()
+    }
+}
+
+/// What happens to a message whose handler fails transiently (`retry`, or a trap).
+///
+/// Handler calls are grouped in rounds of `1 + immediate` calls; after each round but the
+/// last the message is redelivered after the round's delay. The attempt number travels with
+/// the message, so a round survives a restart of the host. A message fails for good after
+/// `(1 + immediate) × (1 + delays.len())` calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub immediate: u32,
+    pub delays: Vec<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            immediate: 2,
+            delays: [1_000, 10_000, 60_000]
+                .into_iter()
+                .map(Duration::from_millis)
+                .collect(),
+        }
+    }
+}
+
+/// What to do after a transient failure on a given attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextAttempt {
+    /// Call the handler again now.
+    Immediate,
+    /// Redeliver through the broker after this delay.
+    Redeliver(Duration),
+    /// Every attempt is spent.
+    GiveUp,
+}
+
+impl RetryPolicy {
+    /// Handler calls before a message fails for good.
+    pub fn total_attempts(&self) -> u64 {
+        (u64::from(self.immediate) + 1) * (self.delays.len() as u64 + 1)
+    }
+
+    /// What follows a transient failure of call number `attempt` (1-based).
+    pub fn after_failure(&self, attempt: u32) -> NextAttempt {
+        let per_round = self.immediate.saturating_add(1);
+        let index = attempt.max(1) - 1;
+        let round = (index / per_round) as usize;
+        if index % per_round < self.immediate {
+            NextAttempt::Immediate
+        } else if let Some(delay) = self.delays.get(round) {
+            NextAttempt::Redeliver(*delay)
+        } else {
+            NextAttempt::GiveUp
+        }
+    }
 }
 
 /// A plugin's settings once every layer has been applied.
@@ -190,7 +280,7 @@ pub struct PluginSettings {
     pub memory_bytes: u64,
     pub max_publishes: u32,
     pub max_message_bytes: u64,
-    pub max_attempts: u32,
+    pub retry: RetryPolicy,
     pub instance: InstancePolicy,
     pub recycle_after: u64,
     pub config: BTreeMap<String, String>,
@@ -204,7 +294,7 @@ impl Default for PluginSettings {
             memory_bytes: 64 << 20,
             max_publishes: 100,
             max_message_bytes: 1 << 20,
-            max_attempts: 5,
+            retry: RetryPolicy::default(),
             instance: InstancePolicy::Fresh,
             recycle_after: 10_000,
             config: BTreeMap::new(),
@@ -251,9 +341,48 @@ impl PluginOverrides {
             ensure_range(&key("max_message_bytes"), v, 1, 128 << 20)?;
             settings.max_message_bytes = v;
         }
-        if let Some(v) = self.max_attempts {
-            ensure_range(&key("max_attempts"), u64::from(v), 1, 1000)?;
-            settings.max_attempts = v;
+        if let Some(v) = self.immediate_retries {
+            ensure_range(&key("immediate_retries"), u64::from(v), 0, 100)?;
+            settings.retry.immediate = v;
+        }
+        match (&self.redelivery_delays_ms, &self.redelivery_backoff) {
+            (Some(_), Some(_)) => bail!(
+                "{} and {} are both set: give the delays as a list or as a backoff, not both",
+                key("redelivery_delays_ms"),
+                key("redelivery_backoff")
+            ),
+            (Some(list), None) => {
+                ensure_range(&key("redelivery_delays_ms"), list.len() as u64, 0, 100)
+                    .context("that many redeliveries")?;
+                for ms in list {
+                    ensure_range(&key("redelivery_delays_ms"), *ms, 1, 7 * 86_400_000)?;
+                }
+                settings.retry.delays = list.iter().copied().map(Duration::from_millis).collect();
+            }
+            (None, Some(backoff)) => {
+                let origin = key("redelivery_backoff");
+                ensure_range(
+                    &format!("{origin}.first_ms"),
+                    backoff.first_ms,
+                    1,
+                    7 * 86_400_000,
+                )?;
+                ensure_range(
+                    &format!("{origin}.max_ms"),
+                    backoff.max_ms,
+                    backoff.first_ms,
+                    7 * 86_400_000,
+                )?;
+                ensure_range(&format!("{origin}.count"), u64::from(backoff.count), 0, 100)?;
+                if !(1.0..=100.0).contains(&backoff.factor) {
+                    bail!(
+                        "{origin}.factor = {} is out of range: it must be between 1 and 100",
+                        backoff.factor
+                    );
+                }
+                settings.retry.delays = backoff.delays();
+            }
+            (None, None) => {}
         }
         if let Some(v) = self.instance {
             settings.instance = v;
@@ -552,6 +681,18 @@ mod tests {
                 "[amqp]\nconnect_timeout_ms = 5",
                 "amqp.connect_timeout_ms = 5 is out of range",
             ),
+            (
+                "[defaults]\nredelivery_delays_ms = [10]\nredelivery_backoff = { first_ms = 1, max_ms = 2, count = 1 }",
+                "defaults.redelivery_delays_ms and defaults.redelivery_backoff are both set",
+            ),
+            (
+                "[plugins.payment]\nredelivery_delays_ms = [0]",
+                "plugins.payment.redelivery_delays_ms = 0 is out of range",
+            ),
+            (
+                "[defaults]\nredelivery_backoff = { first_ms = 100, max_ms = 50, count = 2 }",
+                "defaults.redelivery_backoff.max_ms = 50 is out of range",
+            ),
         ];
         for (text, expected) in cases {
             let error = format!("{:#}", HostConfig::from_toml(text).unwrap_err());
@@ -560,6 +701,27 @@ mod tests {
                 "config {text:?}: expected {expected:?} in {error:?}"
             );
         }
+    }
+
+    #[test]
+    fn redelivery_delays_come_as_a_list_or_as_a_capped_series() {
+        let config = HostConfig::from_toml(
+            "[defaults]\nimmediate_retries = 0\nredelivery_backoff = { first_ms = 100, factor = 3.0, max_ms = 1000, count = 4 }\n[plugins.payment]\nredelivery_delays_ms = [5]",
+        )
+        .unwrap();
+        let inventory = config.plugin_settings("inventory", None).unwrap();
+        let ms: Vec<u128> = inventory
+            .retry
+            .delays
+            .iter()
+            .map(Duration::as_millis)
+            .collect();
+        assert_eq!(ms, [100, 300, 900, 1000]);
+        assert_eq!(inventory.retry.immediate, 0);
+        assert_eq!(inventory.retry.total_attempts(), 5);
+        let payment = config.plugin_settings("payment", None).unwrap();
+        assert_eq!(payment.retry.delays, [Duration::from_millis(5)]);
+        assert_eq!(PluginSettings::default().retry.total_attempts(), 12);
     }
 
     #[test]

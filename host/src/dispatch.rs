@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::envelope::{is_known_content_type, now_ms};
 use crate::plugin::Plugin;
-use crate::recoverability::{self, Decision, FaultSource};
+use crate::recoverability::{self, Decision, FIRST_FAILURE_HEADER, FaultSource};
 use crate::registry::PluginSlot;
 use crate::stats::{Event, Stats};
 use crate::transport::{Consumer, DeadLetter, Delivery, Endpoint, Outbound, Route, Transport};
@@ -145,7 +145,8 @@ impl Lane {
             // The version current now handles this message, even if a newer one arrives meanwhile.
             let plugin = self.slot.load_full();
             // The handler runs here, outside `block_on`: WASI may block on the runtime itself.
-            let step = self.dispatcher.run(&plugin, &self.queue, &delivery);
+            let mut delivery = delivery;
+            let step = self.dispatcher.run(&plugin, &self.queue, &mut delivery);
             // Settling waits on the broker (confirms, then the ack); the lane does not. It
             // starts the settling itself, so the follow-ups leave without a hop to another
             // thread, and hands whatever still waits to the runtime; then it takes the next
@@ -180,7 +181,7 @@ enum Step {
 impl Dispatcher {
     /// Checks a delivery and, if it can be handled, runs its handler. Synchronous: the
     /// handler is bounded by the plugin's deadline.
-    fn run(&self, plugin: &Plugin, queue: &str, delivery: &Delivery) -> Step {
+    fn run(&self, plugin: &Plugin, queue: &str, delivery: &mut Delivery) -> Step {
         let envelope = &delivery.envelope;
         let settings = plugin.settings();
         let set_aside = |target, reason, error| Step::SetAside {
@@ -219,22 +220,56 @@ impl Dispatcher {
             return set_aside(DeadLetter::Error, "too-large", error);
         }
 
-        let started = Instant::now();
-        let invocation = plugin.invoke(envelope, queue);
-        tracing::debug!(
-            plugin = plugin.name(),
-            version = plugin.version(),
-            message_id = %envelope.id,
-            message_type = envelope.short_type(),
-            conversation_id = %envelope.conversation_id,
-            attempt = envelope.attempt,
-            outcome = ?invocation.outcome,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "handled"
-        );
-        let decision =
-            recoverability::decide(&invocation.outcome, envelope.attempt, settings.max_attempts);
-        Step::Decided(decision, invocation.outbox)
+        let mut retrying = false;
+        loop {
+            let envelope = &delivery.envelope;
+            let started = Instant::now();
+            let invocation = if retrying {
+                plugin.invoke_fresh(envelope, queue)
+            } else {
+                plugin.invoke(envelope, queue)
+            };
+            tracing::debug!(
+                plugin = plugin.name(),
+                version = plugin.version(),
+                message_id = %envelope.id,
+                message_type = envelope.short_type(),
+                conversation_id = %envelope.conversation_id,
+                attempt = envelope.attempt,
+                outcome = ?invocation.outcome,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "handled"
+            );
+            let decision =
+                recoverability::decide(&invocation.outcome, envelope.attempt, &settings.retry);
+            if !matches!(decision, Decision::Complete)
+                && envelope.header(FIRST_FAILURE_HEADER).is_none()
+            {
+                delivery
+                    .envelope
+                    .set_header(FIRST_FAILURE_HEADER, now_ms().to_string());
+            }
+            let Decision::RetryNow { error } = decision else {
+                return Step::Decided(decision, invocation.outbox);
+            };
+            // The outbox of a failed call is dropped; the next call starts clean.
+            tracing::info!(
+                plugin = plugin.name(),
+                version = plugin.version(),
+                message_id = %delivery.envelope.id,
+                message_type = delivery.envelope.short_type(),
+                attempt = delivery.envelope.attempt,
+                %error,
+                "handling failed; retrying at once on a fresh instance"
+            );
+            self.stats.record(
+                &delivery.envelope.message_type,
+                Some(plugin.name()),
+                Event::Retried,
+            );
+            delivery.envelope.attempt = delivery.envelope.attempt.saturating_add(1);
+            retrying = true;
+        }
     }
 
     /// Settles a delivery as `step` says: it is settled when this returns.
@@ -252,7 +287,12 @@ impl Dispatcher {
             Step::Decided(Decision::Complete, outbox) => {
                 self.complete(plugin, delivery, outbox).await
             }
-            Step::Decided(Decision::Redeliver { error }, _) => {
+            Step::Decided(Decision::RetryNow { error }, _) => {
+                // `run` retries at once itself; this is only reached if that changes.
+                tracing::error!(message_id = %envelope.id, %error, "unexpected immediate retry; redelivering");
+                self.requeue(delivery, None).await;
+            }
+            Step::Decided(Decision::Redeliver { delay, error }, _) => {
                 tracing::warn!(
                     plugin = plugin.name(),
                     version = plugin.version(),
@@ -261,11 +301,12 @@ impl Dispatcher {
                     conversation_id = %envelope.conversation_id,
                     attempt = envelope.attempt,
                     %error,
-                    "handling failed; the message will be delivered again"
+                    redeliver_in_ms = delay.as_millis() as u64,
+                    "handling failed; the message will be delivered again after a delay"
                 );
                 self.stats
                     .record(&envelope.message_type, Some(plugin.name()), Event::Retried);
-                self.requeue(delivery).await;
+                self.requeue(delivery, Some(delay)).await;
             }
             Step::Decided(Decision::DeadLetter { reason, error }, _) => {
                 self.dead_letter(plugin, queue, delivery, DeadLetter::Error, reason, &error)
@@ -293,7 +334,7 @@ impl Dispatcher {
                 Some(plugin.name()),
                 Event::Retried,
             );
-            return self.requeue(delivery).await;
+            return self.requeue(delivery, None).await;
         }
         for message_type in &published {
             self.stats.record(message_type, None, Event::Published);
@@ -313,9 +354,9 @@ impl Dispatcher {
         }
     }
 
-    async fn requeue(&self, delivery: Delivery) {
+    async fn requeue(&self, delivery: Delivery, delay: Option<Duration>) {
         let message_id = delivery.envelope.id.clone();
-        if let Err(error) = delivery.acker.requeue(delivery.envelope).await {
+        if let Err(error) = delivery.acker.requeue(delivery.envelope, delay).await {
             tracing::error!(
                 message_id,
                 error = format!("{error:#}"),
@@ -354,14 +395,34 @@ impl Dispatcher {
             host: &self.host_name,
         };
         let faulted = recoverability::with_fault_headers(envelope, source, reason, error);
-        let moved = Outbound {
-            route: Route::Send(target.queue_for(queue)),
+        let target_queue = target.queue_for(queue);
+        let mut batch = Vec::with_capacity(2);
+        if target == DeadLetter::Error {
+            // One fault event per message that reaches the error queue, confirmed with it.
+            batch.push(Outbound {
+                route: Route::Publish,
+                envelope: recoverability::fault_event(
+                    envelope,
+                    source,
+                    &target_queue,
+                    reason,
+                    error,
+                ),
+                delay: None,
+            });
+        }
+        batch.push(Outbound {
+            route: Route::Send(target_queue),
             envelope: faulted,
             delay: None,
-        };
-        if let Err(error) = self.transport.dispatch(vec![moved]).await {
+        });
+        if let Err(error) = self.transport.dispatch(batch).await {
             tracing::error!(message_id = %envelope.id, error = format!("{error:#}"), "cannot dead-letter; the message will be delivered again");
-            return self.requeue(delivery).await;
+            return self.requeue(delivery, None).await;
+        }
+        if target == DeadLetter::Error {
+            self.stats
+                .record(recoverability::FAULT_TYPE, None, Event::Published);
         }
         let event = match target {
             DeadLetter::Error => Event::DeadLettered,

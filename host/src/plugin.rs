@@ -168,22 +168,30 @@ impl Plugin {
         let message = to_wit(envelope);
         let parent = Parent::of(envelope, queue);
         match self.settings.instance {
-            InstancePolicy::Fresh => {
-                let mut store = self.new_store();
-                store.data_mut().begin(parent);
-                let result = self.pre.instantiate(&mut store).and_then(|bindings| {
-                    bindings
-                        .courier_bus_handler()
-                        .call_handle(&mut store, &message)
-                });
-                let outbox = store.data_mut().finish();
-                drop(store);
-                Invocation {
-                    outcome: self.outcome(result),
-                    outbox,
-                }
-            }
+            InstancePolicy::Fresh => self.invoke_in_fresh(&message, parent),
             InstancePolicy::Reuse => self.invoke_warm(&message, parent),
+        }
+    }
+
+    /// Handles one message on a new instance, whatever the instance policy: an immediate
+    /// retry never runs where the failure happened.
+    pub fn invoke_fresh(&self, envelope: &Envelope, queue: &str) -> Invocation {
+        self.invoke_in_fresh(&to_wit(envelope), Parent::of(envelope, queue))
+    }
+
+    fn invoke_in_fresh(&self, message: &wit::Message, parent: Parent) -> Invocation {
+        let mut store = self.new_store();
+        store.data_mut().begin(parent);
+        let result = self.pre.instantiate(&mut store).and_then(|bindings| {
+            bindings
+                .courier_bus_handler()
+                .call_handle(&mut store, message)
+        });
+        let outbox = store.data_mut().finish();
+        drop(store);
+        Invocation {
+            outcome: self.outcome(result),
+            outbox,
         }
     }
 

@@ -57,7 +57,11 @@ async fn a_command_reaches_one_handler() {
 /// What a handler published is released only if it returned `Ok`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_is_dropped_when_the_handler_fails_or_traps() {
-    let host = host_with("[plugins.probe]\nmax_attempts = 2", &["probe"]).await;
+    let host = host_with(
+        "[plugins.probe]\nimmediate_retries = 1\nredelivery_delays_ms = []",
+        &["probe"],
+    )
+    .await;
     let mut tap = Tap::new(&host, "tap", &[&test_type("Leaked")]).await;
     for mode in ["reject", "retry", "trap"] {
         publish(&host, &test_type("PublishThenFail"), json!({"mode": mode})).await;
@@ -94,7 +98,7 @@ async fn the_outbox_is_dropped_when_the_handler_fails_or_traps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_loops_forever_is_stopped_at_its_deadline_while_others_are_served() {
     let host = host_with(
-        "[plugins.probe]\ndeadline_ms = 200\nmax_attempts = 1\nconcurrency = 2",
+        "[plugins.probe]\ndeadline_ms = 200\nimmediate_retries = 0\nredelivery_delays_ms = []\nconcurrency = 2",
         &["probe", "mirror"],
     )
     .await;
@@ -114,7 +118,7 @@ async fn a_handler_that_loops_forever_is_stopped_at_its_deadline_while_others_ar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_allocates_without_bound_is_stopped_at_its_memory_cap() {
     let host = host_with(
-        "[plugins.probe]\nmemory_mib = 16\nmax_attempts = 1",
+        "[plugins.probe]\nmemory_mib = 16\nimmediate_retries = 0\nredelivery_delays_ms = []",
         &["probe"],
     )
     .await;
@@ -369,7 +373,7 @@ async fn fresh_instances_share_nothing_and_reused_ones_are_recycled_after_a_trap
     }
 
     let reused = host_with(
-        "[plugins.probe]\ninstance = \"reuse\"\nconcurrency = 1\nrecycle_after = 100\nmax_attempts = 1",
+        "[plugins.probe]\ninstance = \"reuse\"\nconcurrency = 1\nrecycle_after = 100\nimmediate_retries = 0\nredelivery_delays_ms = []",
         &["probe"],
     )
     .await;

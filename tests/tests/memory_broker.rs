@@ -100,7 +100,11 @@ async fn ack_removes_and_requeue_redelivers_with_the_attempt_raised() {
         !broker.is_idle(),
         "an unsettled delivery is work in progress"
     );
-    first.acker.requeue(first.envelope.clone()).await.unwrap();
+    first
+        .acker
+        .requeue(first.envelope.clone(), None)
+        .await
+        .unwrap();
     let second = consumer.next().await.unwrap();
     assert_eq!(second.envelope.id, original.id);
     assert_eq!((second.envelope.attempt, second.redelivered), (2, true));

@@ -586,14 +586,19 @@ impl Acker for AmqpAcker {
     }
 
     /// Publishes the message back to its queue with the attempt raised (so the count lives
-    /// in the message and survives a crash), then acks the delivery. If the publish fails the
-    /// delivery is returned to the queue as it is.
-    async fn requeue(self: Box<Self>, mut envelope: Envelope) -> Result<()> {
+    /// in the message and survives a crash), through the holding queue of its delay if it has
+    /// one, then acks the delivery. If the publish fails the delivery is returned to the queue
+    /// as it is.
+    async fn requeue(
+        self: Box<Self>,
+        mut envelope: Envelope,
+        delay: Option<Duration>,
+    ) -> Result<()> {
         envelope.attempt = envelope.attempt.saturating_add(1);
         let again = Outbound {
             route: Route::Send(self.queue.clone()),
             envelope,
-            delay: None,
+            delay,
         };
         match self.inner.publish(std::slice::from_ref(&again)).await {
             Ok(()) => self.ack().await,

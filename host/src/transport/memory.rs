@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use async_trait::async_trait;
@@ -233,6 +234,7 @@ impl Transport for MemoryBroker {
             .queue(queue)
             .ok_or_else(|| anyhow!("cannot consume `{queue}`: no such queue"))?;
         Ok(Box::new(MemoryConsumer {
+            broker: self.clone(),
             queue,
             prefetch: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
         }))
@@ -272,6 +274,7 @@ impl Transport for MemoryBroker {
 }
 
 struct MemoryConsumer {
+    broker: MemoryBroker,
     queue: Arc<MemoryQueue>,
     prefetch: Arc<Semaphore>,
 }
@@ -297,6 +300,7 @@ impl Consumer for MemoryConsumer {
         Some(Delivery {
             redelivered: stored.redelivered,
             acker: Box::new(MemoryAcker {
+                broker: self.broker.clone(),
                 queue: Arc::clone(&self.queue),
                 unsettled: Some(stored.envelope.clone()),
                 _slot: slot,
@@ -308,6 +312,7 @@ impl Consumer for MemoryConsumer {
 
 #[derive(Debug)]
 struct MemoryAcker {
+    broker: MemoryBroker,
     queue: Arc<MemoryQueue>,
     /// A copy of the delivered message, put back if the delivery is dropped unsettled.
     unsettled: Option<Envelope>,
@@ -324,14 +329,35 @@ impl Acker for MemoryAcker {
         Ok(())
     }
 
-    async fn requeue(mut self: Box<Self>, mut envelope: Envelope) -> Result<()> {
+    async fn requeue(
+        mut self: Box<Self>,
+        mut envelope: Envelope,
+        delay: Option<Duration>,
+    ) -> Result<()> {
         self.unsettled = None;
         envelope.attempt = envelope.attempt.saturating_add(1);
-        self.queue.unacked.fetch_sub(1, Ordering::SeqCst);
-        self.queue.push(Stored {
-            envelope,
-            redelivered: true,
-        });
+        match delay.filter(|d| !d.is_zero()) {
+            None => {
+                self.queue.unacked.fetch_sub(1, Ordering::SeqCst);
+                self.queue.push(Stored {
+                    envelope,
+                    redelivered: true,
+                });
+            }
+            Some(delay) => {
+                // Waits on a timer like any delayed message; counted as delayed before it
+                // stops counting as unacknowledged, so the broker never looks idle meanwhile.
+                let again = Outbound {
+                    route: Route::Send(self.queue.name.clone()),
+                    envelope,
+                    delay: Some(delay),
+                };
+                let result = self.broker.dispatch(vec![again]).await;
+                self.queue.unacked.fetch_sub(1, Ordering::SeqCst);
+                self.queue.space.add_permits(1);
+                result?;
+            }
+        }
         Ok(())
     }
 }

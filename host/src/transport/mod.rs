@@ -94,8 +94,9 @@ pub struct Delivery {
 pub trait Acker: Send + Sync + std::fmt::Debug {
     /// The message was handled: remove it from the queue.
     async fn ack(self: Box<Self>) -> Result<()>;
-    /// Deliver the message again later, as `envelope` (whose attempt the transport raises).
-    async fn requeue(self: Box<Self>, envelope: Envelope) -> Result<()>;
+    /// Deliver the message again, as `envelope` (whose attempt the transport raises): at once,
+    /// or after `delay`, which the broker holds (a crash of the host does not lose it).
+    async fn requeue(self: Box<Self>, envelope: Envelope, delay: Option<Duration>) -> Result<()>;
 }
 
 /// Yields deliveries from one queue.

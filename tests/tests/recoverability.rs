@@ -1,0 +1,176 @@
+//! Retries, redeliveries held by the broker, the error queue and the fault event, on the
+//! embedded broker and on the real RabbitMQ (each RabbitMQ test in a vhost of its own).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed expectation stops the test with its message"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use courier_host::Host;
+use courier_host::recoverability::{FAULT_TYPE, headers};
+use courier_tests::*;
+use serde_json::json;
+
+/// One immediate retry, then two redeliveries: six calls in three rounds.
+const POLICY: &str = "[plugins.probe]\nimmediate_retries = 1\nredelivery_delays_ms = [300, 600]";
+
+/// A message that fails every time: six calls, at least 900 ms of broker-held delays, then the
+/// error queue with its fault headers and exactly one fault event.
+async fn a_message_that_always_fails(host: Arc<Host>) {
+    let mut faults = Tap::new(&host, "faults", &[FAULT_TYPE]).await;
+    let mut errors = Tap::attach(&host, "probe_error").await;
+    let started = Instant::now();
+    let id = publish(&host, &test_type("Flaky"), json!({"n": 1, "succeed_on": 0})).await;
+
+    let failed = errors.next().await;
+    let waited = started.elapsed();
+    assert_eq!(failed.id, id, "the original message, unchanged");
+    assert_eq!(body_json(&failed), json!({"n": 1, "succeed_on": 0}));
+    assert_eq!(
+        failed.attempt, 6,
+        "(1 + 1 immediate) x (1 + 2 redeliveries)"
+    );
+    assert_eq!(failed.header(headers::REASON), Some("retries-exhausted"));
+    assert_eq!(failed.header(headers::ATTEMPTS), Some("6"));
+    assert_eq!(failed.header(headers::PLUGIN), Some("probe"));
+    assert_eq!(failed.header(headers::ORIGINAL_QUEUE), Some("probe"));
+    let error = failed.header(headers::MESSAGE).unwrap();
+    assert!(error.contains("flaky 1 failed on attempt 6"), "{error}");
+    let first: u64 = failed
+        .header(headers::FIRST_FAILURE)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let last: u64 = failed.header(headers::TIME).unwrap().parse().unwrap();
+    assert!(
+        last - first >= 900,
+        "the redeliveries waited {} ms between the first and the last failure",
+        last - first
+    );
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+
+    let fault = faults.next().await;
+    let body = body_json(&fault);
+    assert_eq!(body["message_id"], id.as_str());
+    assert_eq!(body["message_type"], test_type("Flaky"));
+    assert_eq!(body["reason"], "retries-exhausted");
+    assert_eq!(body["attempts"], 6);
+    assert_eq!(body["error_queue"], "probe_error");
+    assert_eq!(fault.initiator_id.as_deref(), Some(id.as_str()));
+    faults.expect_nothing(Duration::from_millis(500)).await;
+    errors.expect_nothing(Duration::from_millis(100)).await;
+
+    let summary = host.summary().of(&test_type("Flaky"));
+    assert_eq!(
+        (summary.retried, summary.dead_lettered),
+        (5, 1),
+        "{summary:?}"
+    );
+}
+
+/// A message that succeeds on its fourth call, after one redelivery: handled once, no fault.
+async fn a_message_that_recovers(host: Arc<Host>) {
+    let mut done = Tap::new(&host, "done", &[&test_type("FlakyDone")]).await;
+    let mut faults = Tap::new(&host, "faults", &[FAULT_TYPE]).await;
+    publish(&host, &test_type("Flaky"), json!({"n": 2, "succeed_on": 4})).await;
+    let handled = done.next().await;
+    assert_eq!(body_json(&handled), json!({"n": 2, "attempt": 4}));
+    done.expect_nothing(Duration::from_millis(300)).await;
+    faults.expect_nothing(Duration::from_millis(100)).await;
+    let summary = host.summary().of(&test_type("Flaky"));
+    assert_eq!((summary.handled, summary.retried), (1, 3), "{summary:?}");
+}
+
+/// `reject` skips every retry.
+async fn a_rejected_message_is_not_retried(host: Arc<Host>) {
+    let mut faults = Tap::new(&host, "faults", &[FAULT_TYPE]).await;
+    let mut errors = Tap::attach(&host, "probe_error").await;
+    let id = publish(
+        &host,
+        &test_type("PublishThenFail"),
+        json!({"mode": "reject"}),
+    )
+    .await;
+    let failed = errors.next().await;
+    assert_eq!((failed.id.as_str(), failed.attempt), (id.as_str(), 1));
+    assert_eq!(failed.header(headers::REASON), Some("rejected"));
+    assert_eq!(body_json(&faults.next().await)["reason"], "rejected");
+    faults.expect_nothing(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_embedded_broker_a_message_that_always_fails_ends_in_the_error_queue_once() {
+    a_message_that_always_fails(host_with(POLICY, &["probe"]).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_a_message_that_always_fails_ends_in_the_error_queue_once() {
+    let vhost = Vhost::new("always-fails");
+    a_message_that_always_fails(amqp_host_with(&vhost, POLICY, &["probe"]).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_embedded_broker_a_message_that_recovers_is_handled_once() {
+    a_message_that_recovers(host_with(POLICY, &["probe"]).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_a_message_that_recovers_is_handled_once() {
+    let vhost = Vhost::new("recovers");
+    a_message_that_recovers(amqp_host_with(&vhost, POLICY, &["probe"]).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_embedded_broker_a_rejected_message_is_not_retried() {
+    a_rejected_message_is_not_retried(host_with(POLICY, &["probe"]).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_a_rejected_message_is_not_retried() {
+    let vhost = Vhost::new("rejected");
+    a_rejected_message_is_not_retried(amqp_host_with(&vhost, POLICY, &["probe"]).await).await;
+}
+
+/// The broker holds a message between attempts, and its attempt travels in its headers: a
+/// host that stops while the message waits, and a new one that starts, go on counting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attempt_count_survives_a_host_restart_while_the_message_waits_in_a_retry_queue() {
+    let vhost = Vhost::new("retry-restart");
+    let config = "[plugins.probe]\nimmediate_retries = 0\nredelivery_delays_ms = [2000]";
+    let first = amqp_host_with(&vhost, config, &["probe"]).await;
+    drop(Tap::new(&first, "done", &[&test_type("FlakyDone")]).await);
+    publish(
+        &first,
+        &test_type("Flaky"),
+        json!({"n": 3, "succeed_on": 2}),
+    )
+    .await;
+
+    // The first call fails and the message moves to the holding queue of its delay.
+    let holding = "courier.delay.2000.probe";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let waiting = || {
+        rabbitmqctl(&["list_queues", "-q", "-p", &vhost.name, "name", "messages"])
+            .lines()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>() == [holding, "1"])
+    };
+    while !waiting() {
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached {holding}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.shutdown().await;
+    drop(first);
+
+    let second = amqp_host_with(&vhost, config, &["probe"]).await;
+    let mut done = Tap::attach(&second, "done").await;
+    let handled = done.next().await;
+    assert_eq!(body_json(&handled), json!({"n": 3, "attempt": 2}));
+    assert_eq!(second.summary().of(&test_type("Flaky")).handled, 1);
+}
