@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
+use crate::killswitch::KillSwitchConfig;
+
 /// The whole host configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -182,6 +184,8 @@ pub struct PluginOverrides {
     pub instance: Option<InstancePolicy>,
     /// With `instance = "reuse"`: messages an instance handles before it is replaced.
     pub recycle_after: Option<u64>,
+    /// Pause consumption while the plugin fails too often; off unless set.
+    pub kill_switch: Option<KillSwitchConfig>,
     /// Settings the plugin reads with `config.get`; nested tables flatten to dotted keys.
     #[serde(default)]
     pub config: toml::Table,
@@ -281,6 +285,7 @@ pub struct PluginSettings {
     pub max_publishes: u32,
     pub max_message_bytes: u64,
     pub retry: RetryPolicy,
+    pub kill_switch: Option<KillSwitchConfig>,
     pub instance: InstancePolicy,
     pub recycle_after: u64,
     pub config: BTreeMap<String, String>,
@@ -295,6 +300,7 @@ impl Default for PluginSettings {
             max_publishes: 100,
             max_message_bytes: 1 << 20,
             retry: RetryPolicy::default(),
+            kill_switch: None,
             instance: InstancePolicy::Fresh,
             recycle_after: 10_000,
             config: BTreeMap::new(),
@@ -386,6 +392,10 @@ impl PluginOverrides {
         }
         if let Some(v) = self.instance {
             settings.instance = v;
+        }
+        if let Some(v) = self.kill_switch {
+            v.validate(&key("kill_switch"))?;
+            settings.kill_switch = Some(v);
         }
         if let Some(v) = self.recycle_after {
             ensure_range(&key("recycle_after"), v, 1, u64::MAX)?;

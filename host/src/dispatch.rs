@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::envelope::{is_known_content_type, now_ms};
+use crate::killswitch::{Admission, KillSwitch};
 use crate::plugin::Plugin;
 use crate::recoverability::{self, Decision, FIRST_FAILURE_HEADER, FaultSource};
 use crate::registry::PluginSlot;
@@ -73,13 +74,19 @@ impl Dispatcher {
         // One pump takes deliveries from the consumer and hands each to whichever lane is
         // free. The hand-off holds one delivery; the prefetch bounds the rest.
         let (handoff, deliveries) = async_channel::bounded(1);
-        self.tasks.spawn(self.clone().pump(consumer, handoff));
+        let switch = plugin
+            .settings()
+            .kill_switch
+            .map(|config| Arc::new(KillSwitch::new(plugin.name(), config)));
+        self.tasks
+            .spawn(self.clone().pump(consumer, handoff, switch.clone()));
         for _ in 0..concurrency {
             let lane = Lane {
                 dispatcher: self.clone(),
                 slot: Arc::clone(&slot),
                 queue: endpoint.queue.clone(),
                 deliveries: deliveries.clone(),
+                switch: switch.clone(),
             };
             self.tasks.spawn_blocking(move || lane.run());
         }
@@ -88,8 +95,13 @@ impl Dispatcher {
 
     /// Moves deliveries from the consumer to the lanes until the dispatcher stops. Dropping
     /// the hand-off at the end lets the lanes finish what it holds and end.
-    async fn pump(self, mut consumer: Box<dyn Consumer>, handoff: async_channel::Sender<Delivery>) {
-        loop {
+    async fn pump(
+        self,
+        mut consumer: Box<dyn Consumer>,
+        handoff: async_channel::Sender<Delivery>,
+        switch: Option<Arc<KillSwitch>>,
+    ) {
+        while self.admitted(switch.as_deref()).await {
             let next = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => None,
@@ -98,12 +110,36 @@ impl Dispatcher {
             let Some(delivery) = next else { break };
             // Counted from here, so a delivery waiting for a lane is not taken for idleness.
             self.in_flight.fetch_add(1, Ordering::SeqCst);
+            // The switch may have opened while the pump waited for this delivery: it is held
+            // (unacknowledged) until the switch lets it through. If the host stops meanwhile,
+            // dropping it returns it to the broker.
+            if !self.admitted(switch.as_deref()).await {
+                drop(delivery);
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                break;
+            }
             if let Err(returned) = handoff.send(delivery).await {
                 drop(returned);
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 break;
             }
         }
+    }
+
+    /// Waits until the kill switch (if any) lets a delivery through; `false` if the dispatcher
+    /// stops first.
+    async fn admitted(&self, switch: Option<&KillSwitch>) -> bool {
+        let Some(switch) = switch else {
+            return !self.stop.is_cancelled();
+        };
+        while let Admission::Wait(pause) = switch.admit() {
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return false,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        !self.stop.is_cancelled()
     }
 
     /// Deliveries being handled now, across all plugins.
@@ -136,6 +172,7 @@ struct Lane {
     slot: Arc<PluginSlot>,
     queue: String,
     deliveries: async_channel::Receiver<Delivery>,
+    switch: Option<Arc<KillSwitch>>,
 }
 
 impl Lane {
@@ -147,6 +184,14 @@ impl Lane {
             // The handler runs here, outside `block_on`: WASI may block on the runtime itself.
             let mut delivery = delivery;
             let step = self.dispatcher.run(&plugin, &self.queue, &mut delivery);
+            if let Some(switch) = &self.switch {
+                match &step {
+                    Step::Decided(decision, _) => {
+                        switch.record(!matches!(decision, Decision::Complete));
+                    }
+                    Step::SetAside { .. } => switch.record_set_aside(),
+                }
+            }
             // Settling waits on the broker (confirms, then the ack); the lane does not. It
             // starts the settling itself, so the follow-ups leave without a hop to another
             // thread, and hands whatever still waits to the runtime; then it takes the next

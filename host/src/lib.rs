@@ -26,6 +26,7 @@ pub mod engine;
 pub mod envelope;
 pub mod host;
 pub mod inspect;
+pub mod killswitch;
 pub mod outbox;
 pub mod plugin;
 pub mod publish;

@@ -174,3 +174,49 @@ async fn the_attempt_count_survives_a_host_restart_while_the_message_waits_in_a_
     assert_eq!(body_json(&handled), json!({"n": 3, "attempt": 2}));
     assert_eq!(second.summary().of(&test_type("Flaky")).handled, 1);
 }
+
+/// A plugin that fails too often stops being fed for its cool-down, then gets one trial
+/// message, and is fed again once that succeeds. Nothing waiting meanwhile is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_pauses_a_failing_plugin_then_lets_one_message_through() {
+    let host = host_with(
+        "[plugins.probe]\nconcurrency = 1\nimmediate_retries = 0\nredelivery_delays_ms = []\n\
+         kill_switch = { failure_rate = 0.5, window_ms = 60000, min_messages = 4, cooldown_ms = 1500 }",
+        &["probe"],
+    )
+    .await;
+    let mut errors = Tap::attach(&host, "probe_error").await;
+    let mut pongs = Tap::new(&host, "pongs", &[&test_type("Pong")]).await;
+    for _ in 0..4 {
+        publish(
+            &host,
+            &test_type("PublishThenFail"),
+            json!({"mode": "reject"}),
+        )
+        .await;
+    }
+    assert_eq!(errors.take(4).await.len(), 4);
+
+    // Four failures out of four: the switch is open, the ping waits in the queue.
+    let paused_at = Instant::now();
+    publish(&host, &test_type("Ping"), json!({"n": 1})).await;
+    pongs.expect_nothing(Duration::from_millis(1000)).await;
+    assert_eq!(
+        host.summary().of(&test_type("Ping")).handled,
+        0,
+        "held back"
+    );
+
+    // After the cool-down it is the trial message; it succeeds, and the switch closes.
+    let pong = pongs.next().await;
+    assert_eq!(body_json(&pong)["n"], 1);
+    assert!(
+        paused_at.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        paused_at.elapsed()
+    );
+    for n in 2..=4 {
+        publish(&host, &test_type("Ping"), json!({"n": n})).await;
+    }
+    assert_eq!(pongs.take(3).await.len(), 3);
+}
