@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
+use crate::inbox::InboxConfig;
 use crate::killswitch::KillSwitchConfig;
 
 /// The whole host configuration file.
@@ -29,6 +30,8 @@ pub struct HostConfig {
     pub memory_broker: MemoryBrokerConfig,
     pub amqp: AmqpConfig,
     pub log: LogConfig,
+    /// De-duplication of redelivered messages (RabbitMQ only).
+    pub inbox: InboxConfig,
     /// Settings every plugin starts from.
     pub defaults: PluginOverrides,
     /// Settings for one plugin, by plugin name.
@@ -469,6 +472,7 @@ impl HostConfig {
             100_000,
         )?;
         ensure_range("engine.max_memory_mib", self.engine.max_memory_mib, 1, 4096)?;
+        self.inbox.validate()?;
         ensure_range("engine.epoch_tick_ms", self.engine.epoch_tick_ms, 1, 1000)?;
         ensure_range(
             "memory_broker.queue_capacity",

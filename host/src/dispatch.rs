@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::envelope::{is_known_content_type, now_ms};
+use crate::inbox::Inbox;
 use crate::killswitch::{Admission, KillSwitch};
 use crate::plugin::Plugin;
 use crate::recoverability::{self, Decision, FIRST_FAILURE_HEADER, FaultSource};
@@ -38,18 +39,45 @@ pub struct Dispatcher {
     tasks: TaskTracker,
     /// Deliveries taken from a queue and not yet settled.
     in_flight: Arc<AtomicUsize>,
+    /// Ids of messages handled, so a redelivery after success is not handled again.
+    inbox: Option<Arc<dyn Inbox>>,
 }
 
 impl Dispatcher {
-    pub fn new(transport: Arc<dyn Transport>, stats: Arc<Stats>, host_name: &str) -> Self {
-        Dispatcher {
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        stats: Arc<Stats>,
+        host_name: &str,
+        inbox: Option<Arc<dyn Inbox>>,
+    ) -> Self {
+        let dispatcher = Dispatcher {
             transport,
             stats,
             host_name: host_name.into(),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             in_flight: Arc::default(),
+            inbox,
+        };
+        if let Some(inbox) = dispatcher.inbox.clone() {
+            let stop = dispatcher.stop.clone();
+            dispatcher.tasks.spawn(async move {
+                // Forget what is past the retention window, once an hour.
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(INBOX_PRUNE_EVERY) => {}
+                    }
+                    match inbox.prune().await {
+                        Ok(forgotten) => tracing::debug!(forgotten, "inbox pruned"),
+                        Err(error) => {
+                            tracing::warn!(error = format!("{error:#}"), "cannot prune the inbox")
+                        }
+                    }
+                }
+            });
         }
+        dispatcher
     }
 
     /// Declares the plugin's endpoint and starts consuming it.
@@ -160,6 +188,9 @@ impl Dispatcher {
     }
 }
 
+/// How often the inbox forgets what is past its retention window.
+const INBOX_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Deliveries a plugin holds at once: twice its handlers, so that while some wait for the
 /// broker to confirm their follow-ups, every handler still has a message to work on.
 pub fn prefetch_for(concurrency: u32) -> u16 {
@@ -182,6 +213,24 @@ impl Lane {
             // The version current now handles this message, even if a newer one arrives meanwhile.
             let plugin = self.slot.load_full();
             // The handler runs here, outside `block_on`: WASI may block on the runtime itself.
+            if self
+                .dispatcher
+                .already_handled(&runtime, &plugin, &self.queue, &delivery)
+            {
+                let dispatcher = self.dispatcher.clone();
+                runtime.block_on(async move {
+                    let message_id = delivery.envelope.id.clone();
+                    if let Err(error) = delivery.acker.ack().await {
+                        tracing::error!(
+                            message_id,
+                            error = format!("{error:#}"),
+                            "ack failed; the broker will deliver the message again"
+                        );
+                    }
+                    dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
+                });
+                continue;
+            }
             let mut delivery = delivery;
             let step = self.dispatcher.run(&plugin, &self.queue, &mut delivery);
             if let Some(switch) = &self.switch {
@@ -210,6 +259,46 @@ impl Lane {
             }
         }
         tracing::debug!(queue = %self.queue, "lane stopped");
+    }
+}
+
+impl Dispatcher {
+    /// Whether the inbox says this endpoint handled the message before. If the inbox cannot
+    /// be asked, the message is handled (at least once beats at most once).
+    fn already_handled(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        plugin: &Plugin,
+        queue: &str,
+        delivery: &Delivery,
+    ) -> bool {
+        let Some(inbox) = &self.inbox else {
+            return false;
+        };
+        let envelope = &delivery.envelope;
+        match runtime.block_on(inbox.seen(queue, &envelope.id)) {
+            Ok(false) => false,
+            Ok(true) => {
+                tracing::info!(
+                    plugin = plugin.name(),
+                    version = plugin.version(),
+                    message_id = %envelope.id,
+                    message_type = envelope.short_type(),
+                    conversation_id = %envelope.conversation_id,
+                    "handled before: acked without handling it again"
+                );
+                self.stats.record(
+                    &envelope.message_type,
+                    Some(plugin.name()),
+                    Event::Duplicate,
+                );
+                true
+            }
+            Err(error) => {
+                tracing::warn!(message_id = %envelope.id, error = format!("{error:#}"), "the inbox cannot be asked; handling the message");
+                false
+            }
+        }
     }
 }
 
@@ -330,7 +419,7 @@ impl Dispatcher {
                     .await;
             }
             Step::Decided(Decision::Complete, outbox) => {
-                self.complete(plugin, delivery, outbox).await
+                self.complete(plugin, queue, delivery, outbox).await
             }
             Step::Decided(Decision::RetryNow { error }, _) => {
                 // `run` retries at once itself; this is only reached if that changes.
@@ -362,7 +451,13 @@ impl Dispatcher {
 
     /// Releases the outbox, and acks once the broker holds all of it. If the broker refuses,
     /// the message is delivered again; its follow-ups keep their ids, so duplicates can be told.
-    async fn complete(&self, plugin: &Plugin, delivery: Delivery, outbox: Vec<Outbound>) {
+    async fn complete(
+        &self,
+        plugin: &Plugin,
+        queue: &str,
+        delivery: Delivery,
+        outbox: Vec<Outbound>,
+    ) {
         let published: Vec<String> = outbox
             .iter()
             .map(|m| m.envelope.message_type.clone())
@@ -390,6 +485,16 @@ impl Dispatcher {
             Event::Handled,
         );
         let message_id = delivery.envelope.id.clone();
+        // Recorded before the ack: a crash in between leaves a redelivery the inbox catches.
+        if let Some(inbox) = &self.inbox
+            && let Err(error) = inbox.record(queue, &message_id).await
+        {
+            tracing::warn!(
+                message_id,
+                error = format!("{error:#}"),
+                "cannot record the message in the inbox; a redelivery would be handled again"
+            );
+        }
         if let Err(error) = delivery.acker.ack().await {
             tracing::error!(
                 message_id,

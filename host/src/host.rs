@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use crate::config::{BrokerUrl, HostConfig};
 use crate::dispatch::Dispatcher;
 use crate::engine::CourierEngine;
+use crate::inbox::{self, Inbox};
 use crate::plugin::Plugin;
 use crate::publish::PublishRequest;
 use crate::registry::Registry;
@@ -47,11 +48,15 @@ impl Host {
             BrokerUrl::Memory => {
                 let memory = MemoryBroker::new(config.memory_broker.queue_capacity);
                 let transport: Arc<dyn Transport> = Arc::new(memory.clone());
-                Self::assemble(config, transport, Some(memory))
+                // The embedded broker never delivers a message again once it was handled, and
+                // keeps nothing across restarts: there is nothing for an inbox to catch.
+                Self::assemble(config, transport, Some(memory), None)
             }
             BrokerUrl::Amqp(url) => {
+                let inbox = inbox::open(&config.inbox).await?;
+                tracing::info!(inbox = %inbox.describe(), "de-duplicating redelivered messages");
                 let transport = AmqpTransport::connect(&url, config.amqp.clone()).await?;
-                Self::assemble(config, Arc::new(transport), None)
+                Self::assemble(config, Arc::new(transport), None, Some(inbox))
             }
         }
     }
@@ -59,13 +64,14 @@ impl Host {
     /// A host on a transport built by the caller.
     pub fn with_transport(config: HostConfig, transport: Arc<dyn Transport>) -> Result<Self> {
         config.validate()?;
-        Self::assemble(config, transport, None)
+        Self::assemble(config, transport, None, None)
     }
 
     fn assemble(
         config: HostConfig,
         transport: Arc<dyn Transport>,
         memory: Option<MemoryBroker>,
+        inbox: Option<Arc<dyn Inbox>>,
     ) -> Result<Self> {
         let engine = CourierEngine::new(&config.engine)?;
         let config = Arc::new(config);
@@ -73,7 +79,7 @@ impl Host {
         let name = gethostname::gethostname().to_string_lossy().into_owned();
         Ok(Host {
             registry: Registry::new(engine, Arc::clone(&config)),
-            dispatcher: Dispatcher::new(Arc::clone(&transport), Arc::clone(&stats), &name),
+            dispatcher: Dispatcher::new(Arc::clone(&transport), Arc::clone(&stats), &name, inbox),
             config,
             transport,
             memory,

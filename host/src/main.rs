@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use courier_host::admin::{self, AdminState};
 use courier_host::config::{LogFormat, redact_url};
+use courier_host::errors::{self, ListOptions, MoveOptions, Selection};
 use courier_host::inspect::inspect;
 use courier_host::publish::read_seed_file;
 use courier_host::{CourierEngine, Host, HostConfig, PublishRequest};
@@ -43,6 +44,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Look at, replay or purge the messages in error queues (RabbitMQ).
+    Errors(ErrorsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +80,10 @@ struct RunArgs {
     /// Log format (overrides `log.format`).
     #[arg(long, env = "COURIER_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Directory of the host's own state, the inbox file (overrides `inbox.data_dir`). Hosts
+    /// running side by side need one each.
+    #[arg(long, env = "COURIER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +136,109 @@ struct SendArgs {
     message: MessageArgs,
 }
 
+#[derive(Debug, Args)]
+struct ErrorsArgs {
+    #[command(subcommand)]
+    command: ErrorsCommand,
+    /// Configuration file (TOML) whose `broker` is the RabbitMQ to use.
+    #[arg(long, short, env = "COURIER_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Broker URL, amqp://user:password@host:port/vhost (overrides `broker`).
+    #[arg(long, env = "COURIER_BROKER", hide_env_values = true, global = true)]
+    broker: Option<String>,
+    /// Look at no more than this many messages of a queue; each is held unacknowledged until
+    /// the command ends.
+    #[arg(long, global = true, default_value_t = errors::DEFAULT_SCAN_LIMIT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    scan_limit: u16,
+}
+
+#[derive(Debug, Subcommand)]
+enum ErrorsCommand {
+    /// List the messages of `<queue>_error`, oldest first, leaving them in place.
+    List {
+        /// The plugin's queue (its name); repeat for several.
+        #[arg(long = "queue", value_name = "QUEUE", required = true)]
+        queues: Vec<String>,
+        #[command(flatten)]
+        filter: ErrorFilterArgs,
+        /// One JSON object per line, with every field and header.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show everything about one message: properties, headers, body.
+    Show {
+        /// The plugin's queue (its name).
+        #[arg(long)]
+        queue: String,
+        /// The message id.
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the matching messages back to their queue, then take them off the error queue.
+    Replay {
+        /// The plugin's queue (its name).
+        #[arg(long)]
+        queue: String,
+        #[command(flatten)]
+        filter: ErrorFilterArgs,
+        /// Only these message ids.
+        ids: Vec<String>,
+    },
+    /// Remove the matching messages from the error queue.
+    Purge {
+        /// The plugin's queue (its name).
+        #[arg(long)]
+        queue: String,
+        #[command(flatten)]
+        filter: ErrorFilterArgs,
+        /// Only these message ids.
+        ids: Vec<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ErrorFilterArgs {
+    /// Only this message type: the URN, `Namespace:Type` or `Type`; repeat for several.
+    #[arg(long = "type", value_name = "TYPE")]
+    types: Vec<String>,
+    /// Only this fault reason (`rejected`, `retries-exhausted`, …); repeat for several.
+    #[arg(long = "reason", value_name = "REASON")]
+    reasons: Vec<String>,
+    /// Only messages that failed since then: a duration back (2h, 30m, 1d) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Only messages that failed until then: a duration back or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    until: Option<String>,
+    /// At most this many messages.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl ErrorFilterArgs {
+    fn selection(self, ids: Vec<String>) -> Result<Selection> {
+        let now = courier_host::envelope::now_ms();
+        let moment = |text: Option<String>, flag: &str| {
+            text.map(|text| errors::parse_moment(&text, now).with_context(|| format!("--{flag}")))
+                .transpose()
+        };
+        Ok(Selection {
+            types: self.types,
+            reasons: self.reasons,
+            since_ms: moment(self.since, "since")?,
+            until_ms: moment(self.until, "until")?,
+            ids,
+            limit: self.limit,
+        })
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -136,6 +246,7 @@ fn main() -> ExitCode {
         Command::Publish(args) => put(args.message, None),
         Command::Send(args) => put(args.message, Some(args.destination)),
         Command::Inspect { file, json } => inspect_file(&file, json),
+        Command::Errors(args) => error_queues(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -168,6 +279,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(format) = args.log_format {
         config.log.format = format;
+    }
+    if let Some(dir) = args.data_dir {
+        config.inbox.data_dir = dir;
     }
     config.validate().context("invalid configuration")?;
     init_tracing(&config)?;
@@ -348,6 +462,63 @@ fn put(args: MessageArgs, destination: Option<String>) -> Result<()> {
     }
     println!("{text}");
     Ok(())
+}
+
+fn error_queues(args: ErrorsArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => HostConfig::from_file(path)?,
+        None => HostConfig::default(),
+    };
+    if let Some(broker) = args.broker {
+        config.broker = Some(broker);
+    }
+    let broker = errors::Broker::from_config(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut out = std::io::stdout().lock();
+    let scan_limit = args.scan_limit;
+    match args.command {
+        ErrorsCommand::List {
+            queues,
+            filter,
+            json,
+        } => {
+            let options = ListOptions {
+                queues,
+                selection: filter.selection(Vec::new())?,
+                json,
+                scan_limit,
+            };
+            runtime.block_on(errors::list(&broker, &options, &mut out))
+        }
+        ErrorsCommand::Show { queue, id, json } => runtime.block_on(errors::show(
+            &broker, &queue, &id, json, scan_limit, &mut out,
+        )),
+        ErrorsCommand::Replay { queue, filter, ids } => {
+            let options = MoveOptions {
+                queue,
+                selection: filter.selection(ids)?,
+                scan_limit,
+            };
+            runtime.block_on(errors::replay(&broker, &options, &mut out))
+        }
+        ErrorsCommand::Purge {
+            queue,
+            filter,
+            ids,
+            yes,
+        } => {
+            let options = MoveOptions {
+                queue,
+                selection: filter.selection(ids)?,
+                scan_limit,
+            };
+            runtime.block_on(errors::purge(&broker, &options, yes, &mut out))
+        }
+    }
 }
 
 fn inspect_file(file: &Path, json: bool) -> Result<()> {

@@ -21,6 +21,8 @@ pub struct TypeCounts {
     pub skipped: u64,
     /// Sent to an expired queue.
     pub expired: u64,
+    /// Delivered again after a successful handling, and acked without running the handler.
+    pub duplicates: u64,
 }
 
 /// What one plugin did.
@@ -52,6 +54,7 @@ pub enum Event {
     DeadLettered,
     Skipped,
     Expired,
+    Duplicate,
 }
 
 impl Stats {
@@ -69,6 +72,7 @@ impl Stats {
             Event::DeadLettered => counts.dead_lettered += 1,
             Event::Skipped => counts.skipped += 1,
             Event::Expired => counts.expired += 1,
+            Event::Duplicate => counts.duplicates += 1,
         }
         if let Some(plugin) = plugin {
             let counts = match summary.by_plugin.get_mut(plugin) {
@@ -78,7 +82,7 @@ impl Stats {
             match event {
                 Event::Handled => counts.handled += 1,
                 Event::Retried | Event::DeadLettered => counts.failures += 1,
-                Event::Published | Event::Skipped | Event::Expired => {}
+                Event::Published | Event::Skipped | Event::Expired | Event::Duplicate => {}
             }
         }
     }

@@ -230,12 +230,22 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+static NEXT_DATA_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A host on RabbitMQ (virtual host `vhost`) with `config` (TOML), serving the named plugins.
 pub async fn amqp_host_with(vhost: &Vhost, config: &str, plugins: &[&str]) -> Arc<Host> {
     init_logging();
     let mut config = HostConfig::from_toml(config).unwrap();
     config.admin.enabled = false;
     config.broker = Some(vhost.url());
+    // Each host keeps its inbox apart; the directory lives as long as the test process.
+    if config.inbox.data_dir == HostConfig::default().inbox.data_dir {
+        config.inbox.data_dir = std::env::temp_dir().join(format!(
+            "courier-test-inbox-{}-{}",
+            std::process::id(),
+            NEXT_DATA_DIR.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+    }
     let host = Arc::new(Host::new(config).await.unwrap());
     for name in plugins {
         host.load_plugin(&plugin_file(name)).await.unwrap();

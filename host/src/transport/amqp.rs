@@ -10,8 +10,10 @@
 //! Events are published to their type's exchange; commands go through the default exchange
 //! straight to a queue (`mandatory`, so a missing queue is an error, not a silent drop). Every
 //! publish is confirmed by the broker; a batch is pipelined and waits for its confirms once.
-//! A delayed message waits in a holding queue (`courier.delay.<ms>.<target>`) whose TTL
-//! dead-letters it to its target: the broker, not the host, holds it.
+//! A delayed message, and a redelivery after a delay, waits in a holding queue
+//! (`courier.delay.<ms>.<target>`) whose TTL dead-letters it to its target: the broker, not the
+//! host, holds it. With quorum queues the dead-lettering is at least once, so a delay that ends
+//! while the broker restarts does not drop the message.
 //!
 //! When the connection or a channel is lost, consumers and publishers reconnect with backoff
 //! and declare the topology again; deliveries that were not acknowledged are redelivered by
@@ -311,7 +313,20 @@ impl Inner {
             exchange
         };
         let queue = format!("courier.delay.{ms}.{target}");
-        let mut arguments = FieldTable::default();
+        let mut arguments = self.queue_arguments();
+        if self.config.queue_type == QueueType::Quorum {
+            // The broker's default dead-lettering is at most once: a message whose delay ends
+            // while its target has no leader (a broker restart) would be dropped. Quorum
+            // holding queues dead-letter at least once, retrying until the target takes it.
+            arguments.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            arguments.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
+            );
+        }
         arguments.insert(
             "x-message-ttl".into(),
             AMQPValue::LongLongInt(i64::try_from(ms).unwrap_or(i64::MAX)),
