@@ -465,38 +465,14 @@ fn stop_on_signal() -> CancellationToken {
     let stop = CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {
-        signal().await;
+        crate::signal::shutdown().await;
         eprintln!("stopping after the message being moved (a second signal exits at once)");
         token.cancel();
-        signal().await;
+        crate::signal::shutdown().await;
         eprintln!(
             "second signal: exiting now (a message being moved may be left in both queues, with the same id)"
         );
         std::process::exit(130);
     });
     stop
-}
-
-/// Resolves on ctrl-c or SIGTERM.
-async fn signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

@@ -35,6 +35,7 @@ pub mod publish;
 pub mod recoverability;
 pub mod registry;
 pub mod sandbox;
+pub mod signal;
 pub mod stats;
 pub mod transport;
 

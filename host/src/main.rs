@@ -357,15 +357,15 @@ async fn serve(config: HostConfig, options: RunOptions) -> Result<()> {
     if options.exit_when_idle {
         tokio::select! {
             result = host.wait_until_idle(Duration::from_millis(50)) => result?,
-            () = shutdown_signal() => {}
+            () = courier_host::signal::shutdown() => {}
         }
     } else {
-        shutdown_signal().await;
+        courier_host::signal::shutdown().await;
     }
     draining.store(true, Ordering::SeqCst);
     // A second signal while draining stops the process at once.
     tokio::spawn(async {
-        shutdown_signal().await;
+        courier_host::signal::shutdown().await;
         eprintln!("second signal: exiting without waiting for messages in flight");
         std::process::exit(130);
     });
@@ -388,30 +388,6 @@ async fn serve(config: HostConfig, options: RunOptions) -> Result<()> {
             .with_context(|| format!("cannot write summary {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Resolves on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }
 
 fn init_tracing(config: &HostConfig) -> Result<()> {
