@@ -233,3 +233,27 @@ async fn credentials_never_appear_in_errors() {
     assert!(error.contains("guest:***@127.0.0.1:1"), "{error}");
     assert!(!error.contains("hunter2-secret"), "{error}");
 }
+
+/// Asking how many messages a missing queue holds is an error that leaves the publisher alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_about_a_missing_queue_does_not_break_publishing() {
+    let vhost = Vhost::new("missing-queue");
+    let host = amqp_host_with(&vhost, "", &["probe"]).await;
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Pong")]).await;
+    let error = host
+        .transport()
+        .ready_count(&["nowhere".to_owned()])
+        .await
+        .unwrap_err();
+    assert!(format!("{error:#}").contains("nowhere"), "{error:#}");
+    assert_eq!(
+        host.transport()
+            .ready_count(&["probe".to_owned()])
+            .await
+            .unwrap(),
+        0
+    );
+    publish(&host, &test_type("Ping"), json!({"n": 1})).await;
+    assert_eq!(body_json(&tap.next().await)["n"], 1);
+    host.shutdown().await;
+}

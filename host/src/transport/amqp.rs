@@ -448,10 +448,16 @@ impl Transport for AmqpTransport {
 
     async fn ready_count(&self, queues: &[String]) -> Result<u64> {
         let link = self.inner.link(Some(self.inner.connect_timeout())).await?;
+        // A channel of its own: asking about a queue that does not exist makes the broker
+        // close the channel, which must not be the publisher's.
+        let channel = link
+            .connection
+            .create_channel()
+            .await
+            .context("cannot open a channel")?;
         let mut ready = 0;
         for queue in queues {
-            let declared = link
-                .publisher
+            let declared = channel
                 .queue_declare(
                     queue.as_str().into(),
                     QueueDeclareOptions {
@@ -463,6 +469,9 @@ impl Transport for AmqpTransport {
                 .await
                 .with_context(|| format!("cannot look at queue `{queue}`"))?;
             ready += u64::from(declared.message_count());
+        }
+        if let Err(error) = channel.close(200, "done".into()).await {
+            tracing::debug!(%error, "closing a channel");
         }
         Ok(ready)
     }
