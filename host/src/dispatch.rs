@@ -175,7 +175,8 @@ impl Dispatcher {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Stops pulling new messages; the lanes end once their current message is settled.
+    /// Stops pulling new messages; the lanes end once the hand-off is empty, and the
+    /// settling of what they handled goes on as tasks [`Dispatcher::drain`] waits for.
     pub fn stop(&self) {
         self.stop.cancel();
     }
@@ -212,7 +213,6 @@ impl Lane {
         while let Ok(delivery) = self.deliveries.recv_blocking() {
             // The version current now handles this message, even if a newer one arrives meanwhile.
             let plugin = self.slot.load_full();
-            // The handler runs here, outside `block_on`: WASI may block on the runtime itself.
             if self
                 .dispatcher
                 .already_handled(&runtime, &plugin, &self.queue, &delivery)
@@ -232,6 +232,7 @@ impl Lane {
                 continue;
             }
             let mut delivery = delivery;
+            // The handler runs here, outside `block_on`: WASI may block on the runtime itself.
             let step = self.dispatcher.run(&plugin, &self.queue, &mut delivery);
             if let Some(switch) = &self.switch {
                 match &step {
