@@ -4,9 +4,11 @@
 //! takes one delivery at a time from the plugin's consumer and runs the handler synchronously;
 //! settling the delivery (publish the outbox, wait for the confirms, ack) is an async task, so
 //! the lane goes on to the next delivery while the broker confirms. The consumer's prefetch,
-//! [`prefetch_for`] the concurrency, bounds the deliveries handled or being settled. Handlers never run on the async worker threads: a handler that uses
-//! its whole deadline, or waits on a WASI clock, holds only its own lane, while the broker
-//! connection, the admin API and the other plugins carry on.
+//! [`prefetch_for`] the concurrency, bounds the deliveries handled or being settled.
+//!
+//! Handlers never run on the async worker threads: a handler that uses its whole deadline, or
+//! waits on a WASI clock, holds only its own lane, while the broker connection, the admin API
+//! and the other plugins carry on.
 //!
 //! A delivery is settled only after its outcome is known: on success the outbox is released
 //! to the broker first and the message acked after the broker confirmed it; every other
@@ -217,18 +219,8 @@ impl Lane {
                 .dispatcher
                 .already_handled(&runtime, &plugin, &self.queue, &delivery)
             {
-                let dispatcher = self.dispatcher.clone();
-                runtime.block_on(async move {
-                    let message_id = delivery.envelope.id.clone();
-                    if let Err(error) = delivery.acker.ack().await {
-                        tracing::error!(
-                            message_id,
-                            error = format!("{error:#}"),
-                            "ack failed; the broker will deliver the message again"
-                        );
-                    }
-                    dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
-                });
+                runtime.block_on(ack(delivery));
+                self.dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
             let mut delivery = delivery;
@@ -300,6 +292,18 @@ impl Dispatcher {
                 false
             }
         }
+    }
+}
+
+/// Acks a delivery; if the ack is lost, the broker delivers the message again.
+async fn ack(delivery: Delivery) {
+    let message_id = delivery.envelope.id;
+    if let Err(error) = delivery.acker.ack().await {
+        tracing::error!(
+            message_id,
+            error = format!("{error:#}"),
+            "ack failed; the broker will deliver the message again"
+        );
     }
 }
 
@@ -485,24 +489,17 @@ impl Dispatcher {
             Some(plugin.name()),
             Event::Handled,
         );
-        let message_id = delivery.envelope.id.clone();
         // Recorded before the ack: a crash in between leaves a redelivery the inbox catches.
         if let Some(inbox) = &self.inbox
-            && let Err(error) = inbox.record(queue, &message_id).await
+            && let Err(error) = inbox.record(queue, &delivery.envelope.id).await
         {
             tracing::warn!(
-                message_id,
+                message_id = %delivery.envelope.id,
                 error = format!("{error:#}"),
                 "cannot record the message in the inbox; a redelivery would be handled again"
             );
         }
-        if let Err(error) = delivery.acker.ack().await {
-            tracing::error!(
-                message_id,
-                error = format!("{error:#}"),
-                "ack failed; the broker will deliver the message again"
-            );
-        }
+        ack(delivery).await;
     }
 
     async fn requeue(&self, delivery: Delivery, delay: Option<Duration>) {
@@ -582,13 +579,6 @@ impl Dispatcher {
         };
         self.stats
             .record(&envelope.message_type, Some(plugin.name()), event);
-        let message_id = envelope.id.clone();
-        if let Err(error) = delivery.acker.ack().await {
-            tracing::error!(
-                message_id,
-                error = format!("{error:#}"),
-                "ack failed; the broker will deliver the message again"
-            );
-        }
+        ack(delivery).await;
     }
 }

@@ -238,20 +238,7 @@ async fn replay_with(
     stop: &CancellationToken,
     out: &mut impl Write,
 ) -> Result<()> {
-    let error_queue = DeadLetter::Error.queue_for(&options.queue);
-    // Taking every message looked at, a command may look at part of a larger queue.
-    let part = options.selection == Selection::default();
-    let mut browse = session
-        .browse(&error_queue, options.scan_limit, part)
-        .await?;
-    let chosen = choose(&mut browse, &options.selection, stop).await;
-    let chosen = match chosen {
-        Ok(chosen) => chosen,
-        Err(error) => {
-            let _ = browse.release(session).await;
-            return Err(error);
-        }
-    };
+    let (error_queue, mut browse, chosen) = browse_and_choose(session, options, stop).await?;
     let total = chosen.len();
     let publisher = session.confirming_channel().await?;
     let bar = progress(total, &format!("replaying from {error_queue}"));
@@ -327,19 +314,7 @@ async fn purge_with(
     stop: &CancellationToken,
     out: &mut impl Write,
 ) -> Result<()> {
-    let error_queue = DeadLetter::Error.queue_for(&options.queue);
-    // Taking every message looked at, a command may look at part of a larger queue.
-    let part = options.selection == Selection::default();
-    let mut browse = session
-        .browse(&error_queue, options.scan_limit, part)
-        .await?;
-    let chosen = match choose(&mut browse, &options.selection, stop).await {
-        Ok(chosen) => chosen,
-        Err(error) => {
-            let _ = browse.release(session).await;
-            return Err(error);
-        }
-    };
+    let (error_queue, mut browse, chosen) = browse_and_choose(session, options, stop).await?;
     let total = chosen.len();
     if total == 0 || stop.is_cancelled() {
         browse.release(session).await?;
@@ -393,6 +368,28 @@ async fn purge_with(
 
 /// Looks at every message of the browse and keeps those `selection` chooses; stops early on
 /// a signal.
+/// Opens the error queue of `options` for a command that moves messages off it, and picks the
+/// ones its selection names. On failure what was looked at goes back.
+async fn browse_and_choose(
+    session: &Session,
+    options: &MoveOptions,
+    stop: &CancellationToken,
+) -> Result<(String, Browse, Vec<FailedMessage>)> {
+    let error_queue = DeadLetter::Error.queue_for(&options.queue);
+    // Taking every message looked at, a command may look at part of a larger queue.
+    let part = options.selection == Selection::default();
+    let mut browse = session
+        .browse(&error_queue, options.scan_limit, part)
+        .await?;
+    match choose(&mut browse, &options.selection, stop).await {
+        Ok(chosen) => Ok((error_queue, browse, chosen)),
+        Err(error) => {
+            let _ = browse.release(session).await;
+            Err(error)
+        }
+    }
+}
+
 async fn choose(
     browse: &mut Browse,
     selection: &Selection,

@@ -10,7 +10,7 @@
     reason = "test support: a failed expectation should stop the test with its message"
 )]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -232,19 +232,38 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
 
 static NEXT_DATA_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// `courier-test-inbox-<pid>` in the temporary directory. The first call removes those of
+/// test processes that have ended, so runs do not pile up directories.
+fn inbox_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("courier-test-inbox-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        tmp.join(format!("courier-test-inbox-{}", std::process::id()))
+    })
+    .clone()
+}
+
 /// A host on RabbitMQ (virtual host `vhost`) with `config` (TOML), serving the named plugins.
 pub async fn amqp_host_with(vhost: &Vhost, config: &str, plugins: &[&str]) -> Arc<Host> {
     init_logging();
     let mut config = HostConfig::from_toml(config).unwrap();
     config.admin.enabled = false;
     config.broker = Some(vhost.url());
-    // Each host keeps its inbox apart; the directory lives as long as the test process.
+    // Each host keeps its inbox apart, under a directory of this test process.
     if config.inbox.data_dir == HostConfig::default().inbox.data_dir {
-        config.inbox.data_dir = std::env::temp_dir().join(format!(
-            "courier-test-inbox-{}-{}",
-            std::process::id(),
-            NEXT_DATA_DIR.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        ));
+        config.inbox.data_dir = inbox_root().join(
+            NEXT_DATA_DIR
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                .to_string(),
+        );
     }
     let host = Arc::new(Host::new(config).await.unwrap());
     for name in plugins {

@@ -416,63 +416,81 @@ async fn wait_for(arrivals: &Arrivals, count: usize, patience: Duration) {
     }
 }
 
+/// One variant's run: its vhost, the sink recording follow-ups, a confirming publisher of
+/// orders, and the input queue declared before anything is published.
+struct Stage {
+    vhost: Vhost,
+    arrivals: Arc<Arrivals>,
+    sink: Connection,
+    publisher_connection: Connection,
+    publisher: Channel,
+}
+
+impl Stage {
+    async fn new(variant: Variant, base: &str, label: &str) -> Stage {
+        let vhost = Vhost::create(base, label);
+        let (arrivals, sink) = start_sink(&vhost.url).await;
+        let publisher_connection = connect(&vhost.url).await;
+        let publisher = publisher_connection.create_channel().await.unwrap();
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        declare_input(variant, &vhost.url, &publisher).await;
+        Stage {
+            vhost,
+            arrivals,
+            sink,
+            publisher_connection,
+            publisher,
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.sink.close(200, "done".into()).await;
+        let _ = self.publisher_connection.close(200, "done".into()).await;
+    }
+}
+
 /// Messages per second with `messages` orders waiting before the consumer starts.
 async fn peak(variant: Variant, base: &str, messages: u64) -> f64 {
-    let vhost = Vhost::create(base, "peak");
-    let (arrivals, sink) = start_sink(&vhost.url).await;
-    let publisher_connection = connect(&vhost.url).await;
-    let publisher = publisher_connection.create_channel().await.unwrap();
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    declare_input(variant, &vhost.url, &publisher).await;
+    let stage = Stage::new(variant, base, "peak").await;
     let sent = Mutex::default();
-    publish_orders(&publisher, 0..messages, None, &sent).await;
-    let running = start(variant, &vhost.url).await;
+    publish_orders(&stage.publisher, 0..messages, None, &sent).await;
+    let running = start(variant, &stage.vhost.url).await;
     let count = usize::try_from(messages).unwrap();
-    wait_for(&arrivals, count, Duration::from_secs(300)).await;
+    wait_for(&stage.arrivals, count, Duration::from_secs(300)).await;
     running.stop().await;
     let rate = {
-        let at = arrivals.at.lock().unwrap();
+        let at = stage.arrivals.at.lock().unwrap();
         let first = at.values().min().unwrap();
         let last = at.values().max().unwrap();
         (messages - 1) as f64 / last.duration_since(*first).as_secs_f64()
     };
-    let _ = sink.close(200, "done".into()).await;
-    let _ = publisher_connection.close(200, "done".into()).await;
+    stage.close().await;
     rate
 }
 
 /// Publish-to-follow-up latencies (µs, sorted) with orders published at `rate` a second.
 async fn latencies(variant: Variant, base: &str, messages: u64, rate: f64) -> Vec<f64> {
-    let vhost = Vhost::create(base, "latency");
-    let (arrivals, sink) = start_sink(&vhost.url).await;
-    let publisher_connection = connect(&vhost.url).await;
-    let publisher = publisher_connection.create_channel().await.unwrap();
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    declare_input(variant, &vhost.url, &publisher).await;
-    let running = start(variant, &vhost.url).await;
+    let stage = Stage::new(variant, base, "latency").await;
+    let running = start(variant, &stage.vhost.url).await;
     let sent = Mutex::default();
     // A short warm-up at the same rate, left out of the figures.
     let warm_up = messages / 10;
-    publish_orders(&publisher, 0..messages + warm_up, Some(rate), &sent).await;
+    publish_orders(&stage.publisher, 0..messages + warm_up, Some(rate), &sent).await;
     let count = usize::try_from(messages + warm_up).unwrap();
-    wait_for(&arrivals, count, Duration::from_secs(300)).await;
+    wait_for(&stage.arrivals, count, Duration::from_secs(300)).await;
     running.stop().await;
     let sent = sent.into_inner().unwrap();
     let mut figures: Vec<f64> = {
-        let at = arrivals.at.lock().unwrap();
+        let at = stage.arrivals.at.lock().unwrap();
         (warm_up..messages + warm_up)
             .map(|seq| at[&seq].duration_since(sent[&seq]).as_secs_f64() * 1e6)
             .collect()
     };
     figures.sort_by(f64::total_cmp);
-    let _ = sink.close(200, "done".into()).await;
-    let _ = publisher_connection.close(200, "done".into()).await;
+    stage.close().await;
     figures
 }
 
