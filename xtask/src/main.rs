@@ -69,8 +69,38 @@ fn cargo(dir: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Adds the `wasm32-wasip2` target to the pinned toolchain if it lacks it. rustup normally does
+/// this from `rust-toolchain.toml`, but not where automatic installs are turned off
+/// (`RUSTUP_AUTO_INSTALL=0`), and a missing target only shows as "can't find crate for std".
+fn ensure_wasm_target(root: &Path) -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(root)
+        .output();
+    let Ok(installed) = installed else {
+        return Ok(()); // No rustup: the toolchain is managed some other way.
+    };
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.trim() == "wasm32-wasip2")
+    {
+        return Ok(());
+    }
+    eprintln!("adding the wasm32-wasip2 target to the pinned toolchain ...");
+    let status = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .current_dir(root)
+        .status()
+        .context("cannot run rustup")?;
+    if !status.success() {
+        bail!("`rustup target add wasm32-wasip2` failed ({status})");
+    }
+    Ok(())
+}
+
 /// Builds `plugins/` (its own workspace) into the shared `target/`.
 fn build_plugins(root: &Path) -> Result<()> {
+    ensure_wasm_target(root)?;
     eprintln!("building plugins for wasm32-wasip2 ...");
     let target_dir = root.join("target");
     let target_dir = target_dir.to_str().context("target path is not UTF-8")?;
