@@ -9,7 +9,12 @@ use orders::{
 
 #[handler]
 fn placed(order: OrderPlaced, ctx: &mut Context) -> HandlerResult {
-    tell(ctx, &order.customer, &order.order_id, "we received your order");
+    tell(
+        ctx,
+        &order.customer,
+        &order.order_id,
+        "we received your order",
+    );
     Ok(())
 }
 
@@ -29,13 +34,22 @@ fn declined(failure: PaymentFailed, ctx: &mut Context) -> HandlerResult {
 
 #[handler]
 fn reserved(reservation: InventoryReserved, ctx: &mut Context) -> HandlerResult {
-    tell(ctx, &reservation.customer, &reservation.order_id, "your items are set aside");
+    tell(
+        ctx,
+        &reservation.customer,
+        &reservation.order_id,
+        "your items are set aside",
+    );
     Ok(())
 }
 
 #[handler]
 fn out_of_stock(failure: StockReservationFailed, ctx: &mut Context) -> HandlerResult {
-    let skus: Vec<&str> = failure.missing.iter().map(|line| line.sku.as_str()).collect();
+    let skus: Vec<&str> = failure
+        .missing
+        .iter()
+        .map(|line| line.sku.as_str())
+        .collect();
     let text = format!("sorry, out of stock: {}", skus.join(", "));
     tell(ctx, &failure.customer, &failure.order_id, &text);
     Ok(())

@@ -10,7 +10,10 @@ const DEFAULT_LIMIT_CENTS: u64 = 100_000;
 #[handler]
 fn charge(order: OrderPlaced, ctx: &mut Context) -> HandlerResult {
     if order.lines.is_empty() {
-        return Err(HandleError::reject(format!("order {} has no lines", order.order_id)));
+        return Err(HandleError::reject(format!(
+            "order {} has no lines",
+            order.order_id
+        )));
     }
     let limit = ctx
         .config_parsed::<u64>("max_amount_cents")?

@@ -234,15 +234,25 @@ fn message_param_type(ty: &Type) -> syn::Result<&Type> {
     }
 }
 
-/// Makes this crate a Courier plugin serving the listed handlers. The plugin's name and
-/// version are the crate's (`CARGO_PKG_NAME`, `CARGO_PKG_VERSION`).
+/// Makes this crate a Courier plugin serving the listed handlers.
+///
+/// The plugin's name and version are the crate's (`CARGO_PKG_NAME`, `CARGO_PKG_VERSION`). Either
+/// may be overridden with `name = "…"` and `version = "…"` (string literals, not empty, each at
+/// most once, separated by `,`) before the handlers, ended by `;`. Two crates can so build two
+/// versions of one plugin.
 ///
 /// ```text
 /// courier_sdk::export!(charge, refund);
+/// courier_sdk::export!(version = "2.1.0"; charge, refund);
+/// courier_sdk::export!(name = "payment", version = "2.1.0"; charge, refund);
 /// ```
 #[proc_macro]
 pub fn export(input: TokenStream) -> TokenStream {
-    let handlers = parse_macro_input!(input with Punctuated::<Path, Token![,]>::parse_terminated);
+    let ExportArgs {
+        name,
+        version,
+        handlers,
+    } = parse_macro_input!(input as ExportArgs);
     if handlers.is_empty() {
         return Error::new(
             Span::call_site(),
@@ -263,8 +273,8 @@ pub fn export(input: TokenStream) -> TokenStream {
         #[doc(hidden)]
         struct __CourierPlugin;
         impl ::courier_sdk::__private::PluginDescriptor for __CourierPlugin {
-            const NAME: &'static str = env!("CARGO_PKG_NAME");
-            const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+            const NAME: &'static str = #name;
+            const VERSION: &'static str = #version;
             const HANDLERS: &'static [::courier_sdk::__private::HandlerEntry] = &[#(#entries),*];
         }
         #[doc(hidden)]
@@ -274,9 +284,164 @@ pub fn export(input: TokenStream) -> TokenStream {
     .into()
 }
 
+/// `export!`'s input: optional `name = "…", version = "…";`, then the handlers. `name` and
+/// `version` are the tokens of a `&'static str` expression: the literal given, or the crate's.
+struct ExportArgs {
+    name: proc_macro2::TokenStream,
+    version: proc_macro2::TokenStream,
+    handlers: Punctuated<Path, Token![,]>,
+}
+
+impl syn::parse::Parse for ExportArgs {
+    fn parse(input: syn::parse::ParseStream<'_>) -> syn::Result<Self> {
+        let mut name: Option<LitStr> = None;
+        let mut version: Option<LitStr> = None;
+        // Settings come first, each an identifier followed by `=`; a handler is never followed
+        // by `=`, so the old form (handlers only) parses as before.
+        if input.peek(syn::Ident) && input.peek2(Token![=]) {
+            loop {
+                let key: syn::Ident = input.parse()?;
+                let slot = match key.to_string().as_str() {
+                    "name" => &mut name,
+                    "version" => &mut version,
+                    other => {
+                        return Err(Error::new(
+                            key.span(),
+                            format!(
+                                "unknown setting `{other}`: `export!` takes `name` and `version`"
+                            ),
+                        ));
+                    }
+                };
+                if slot.is_some() {
+                    return Err(Error::new(key.span(), format!("`{key}` is given twice")));
+                }
+                input.parse::<Token![=]>()?;
+                let value = if input.peek(LitStr) {
+                    input.parse::<LitStr>()?
+                } else {
+                    return Err(input.error(format!(
+                        "expected string literal: `{key}` takes a string, e.g. `{key} = \"…\"`"
+                    )));
+                };
+                if value.value().trim().is_empty() {
+                    return Err(Error::new(
+                        value.span(),
+                        format!("`{key}` must not be empty"),
+                    ));
+                }
+                *slot = Some(value);
+                if input.parse::<Option<Token![;]>>()?.is_some() {
+                    break;
+                }
+                if input.parse::<Option<Token![,]>>()?.is_none() {
+                    return Err(input.error(
+                        "expected `,` and another setting, or `;` and then the handlers",
+                    ));
+                }
+            }
+        }
+        let handlers = Punctuated::parse_terminated(input)?;
+        let or_crate = |value: Option<LitStr>, variable: &str| match value {
+            Some(value) => quote! { #value },
+            None => quote! { ::core::env!(#variable) },
+        };
+        Ok(ExportArgs {
+            name: or_crate(name, "CARGO_PKG_NAME"),
+            version: or_crate(version, "CARGO_PKG_VERSION"),
+            handlers,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::validate_urn;
+    use super::{ExportArgs, validate_urn};
+
+    fn parse(text: &str) -> syn::Result<ExportArgs> {
+        syn::parse_str::<ExportArgs>(text)
+    }
+
+    fn parse_error(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("`{text}` parsed, but should not have"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    fn from_crate(variable: &str) -> String {
+        quote::quote!(::core::env!(#variable)).to_string()
+    }
+
+    #[test]
+    fn export_takes_handlers_alone_with_the_crate_name_and_version() {
+        let args = parse("charge, refund").unwrap();
+        assert_eq!(args.handlers.len(), 2);
+        assert_eq!(args.name.to_string(), from_crate("CARGO_PKG_NAME"));
+        assert_eq!(args.version.to_string(), from_crate("CARGO_PKG_VERSION"));
+
+        let paths = parse("handlers::charge, refund,").unwrap();
+        assert_eq!(paths.handlers.len(), 2);
+    }
+
+    #[test]
+    fn export_takes_a_name_and_a_version_before_the_handlers() {
+        let args = parse(r#"name = "stamp", version = "2.0.0"; ping"#).unwrap();
+        assert_eq!(args.name.to_string(), r#""stamp""#);
+        assert_eq!(args.version.to_string(), r#""2.0.0""#);
+        assert_eq!(args.handlers.len(), 1);
+
+        let reversed = parse(r#"version = "2.0.0", name = "stamp"; ping, pong"#).unwrap();
+        assert_eq!(reversed.name.to_string(), r#""stamp""#);
+        assert_eq!(reversed.handlers.len(), 2);
+    }
+
+    #[test]
+    fn export_takes_either_setting_alone() {
+        let version = parse(r#"version = "2.0.0"; ping"#).unwrap();
+        assert_eq!(version.name.to_string(), from_crate("CARGO_PKG_NAME"));
+        assert_eq!(version.version.to_string(), r#""2.0.0""#);
+
+        let name = parse(r#"name = "stamp"; ping"#).unwrap();
+        assert_eq!(name.name.to_string(), r#""stamp""#);
+        assert_eq!(name.version.to_string(), from_crate("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn export_refuses_an_unknown_setting() {
+        assert_eq!(
+            parse_error(r#"colour = "red"; ping"#),
+            "unknown setting `colour`: `export!` takes `name` and `version`"
+        );
+        // The key is checked before its value.
+        assert!(parse_error("colour = 3; ping").contains("unknown setting `colour`"));
+    }
+
+    #[test]
+    fn export_refuses_a_setting_given_twice() {
+        assert_eq!(
+            parse_error(r#"name = "a", name = "b"; ping"#),
+            "`name` is given twice"
+        );
+        assert_eq!(
+            parse_error(r#"version = "1", name = "a", version = "2"; ping"#),
+            "`version` is given twice"
+        );
+    }
+
+    #[test]
+    fn export_refuses_a_value_that_is_not_a_string_or_is_empty() {
+        assert!(parse_error("name = 3; ping").starts_with("expected string literal: `name`"));
+        assert!(parse_error("version = v2; ping").starts_with("expected string literal"));
+        assert_eq!(parse_error(r#"name = ""; ping"#), "`name` must not be empty");
+        assert_eq!(parse_error(r#"version = " "; ping"#), "`version` must not be empty");
+    }
+
+    #[test]
+    fn export_needs_a_semicolon_after_the_settings() {
+        assert!(parse_error(r#"name = "stamp" ping"#).contains("`;` and then the handlers"));
+        assert!(parse_error(r#"name = "stamp""#).contains("`;` and then the handlers"));
+    }
 
     #[test]
     fn urns_are_checked() {
