@@ -1,27 +1,38 @@
 //! The admin HTTP API (axum). Loopback by default; when a token is configured every route
 //! but the health checks requires `Authorization: Bearer <token>`.
 //!
-//! | route                | what                                                         |
-//! |----------------------|--------------------------------------------------------------|
-//! | `GET /healthz`       | the process is alive                                         |
-//! | `GET /readyz`        | plugins are loaded and the host is not draining              |
-//! | `GET /v1/plugins`    | loaded plugins: name, version, digest, subscriptions         |
-//! | `POST /v1/messages`  | publish (or send, with `destination`) a [`PublishRequest`]    |
-//! | `GET /v1/stats`      | counters by message type and plugin                          |
+//! | route                           | what                                              |
+//! |---------------------------------|---------------------------------------------------|
+//! | `GET /healthz`                  | the process is alive                              |
+//! | `GET /readyz`                   | plugins are loaded and the host is not draining   |
+//! | `GET /v1/plugins`               | loaded plugins: version, digest, counts, …        |
+//! | `POST /v1/plugins`              | deploy the `.wasm` in the body (named by itself)  |
+//! | `PUT /v1/plugins/{name}`        | deploy the `.wasm` in the body as plugin `name`   |
+//! | `DELETE /v1/plugins/{name}`     | remove a plugin (drained, unbound, file deleted)  |
+//! | `POST /v1/plugins/{name}/rollback` | back to the version before the current one     |
+//! | `GET /v1/refused`               | plugin files refused, with the reason             |
+//! | `POST /v1/messages`             | publish (or send, with `destination`) a [`PublishRequest`] |
+//! | `GET /v1/stats`                 | counters by message type and plugin               |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::{Request, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::host::Host;
+use crate::engine::CodeSource;
+use crate::host::{DeployChange, Deployed, Host, Refusal};
+use crate::plugin::Plugin;
 use crate::publish::PublishRequest;
+
+/// The largest component an upload may carry (an interpreter-based plugin is tens of MiB).
+const MAX_UPLOAD_BYTES: usize = 256 << 20;
 
 /// What the routes share.
 #[derive(Debug, Clone)]
@@ -35,7 +46,20 @@ pub struct AdminState {
 /// The admin API as a router, so tests can drive it without a socket.
 pub fn app(state: AdminState) -> Router {
     let protected = Router::new()
-        .route("/v1/plugins", get(list_plugins))
+        .route(
+            "/v1/plugins",
+            get(list_plugins)
+                .post(upload_any_plugin)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route(
+            "/v1/plugins/{name}",
+            put(upload_plugin)
+                .delete(delete_plugin)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route("/v1/plugins/{name}/rollback", post(rollback_plugin))
+        .route("/v1/refused", get(refused))
         .route("/v1/messages", post(post_message))
         .route("/v1/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -74,14 +98,43 @@ async fn ready(State(state): State<AdminState>) -> Response {
     "ready".into_response()
 }
 
+/// A plugin's current version, as `GET /v1/plugins` shows it.
 #[derive(Debug, Serialize)]
 struct PluginView {
     name: String,
     version: String,
+    /// SHA-256 of the component's bytes.
     digest: String,
     file: String,
     subscriptions: Vec<String>,
     concurrency: u32,
+    /// Milliseconds since the Unix epoch.
+    loaded_at_ms: u64,
+    /// Whether the code was compiled at load or read from the cache.
+    code: CodeSource,
+    /// Messages this version handled, and handler calls of it that failed.
+    handled: u64,
+    failures: u64,
+    /// The version a rollback returns to, if any.
+    previous_version: Option<String>,
+}
+
+impl PluginView {
+    fn of(host: &Host, plugin: &Plugin) -> Self {
+        PluginView {
+            name: plugin.name().to_owned(),
+            version: plugin.version().to_owned(),
+            digest: plugin.digest().to_owned(),
+            file: plugin.path().display().to_string(),
+            subscriptions: plugin.info().subscriptions.clone(),
+            concurrency: plugin.settings().concurrency,
+            loaded_at_ms: plugin.loaded_at_ms(),
+            code: plugin.code_source(),
+            handled: plugin.counts().handled(),
+            failures: plugin.counts().failed(),
+            previous_version: host.previous_version(plugin.name()),
+        }
+    }
 }
 
 async fn list_plugins(State(state): State<AdminState>) -> Json<Vec<PluginView>> {
@@ -90,16 +143,98 @@ async fn list_plugins(State(state): State<AdminState>) -> Json<Vec<PluginView>> 
             .host
             .plugins()
             .iter()
-            .map(|plugin| PluginView {
-                name: plugin.name().to_owned(),
-                version: plugin.version().to_owned(),
-                digest: plugin.digest().to_owned(),
-                file: plugin.path().display().to_string(),
-                subscriptions: plugin.info().subscriptions.clone(),
-                concurrency: plugin.settings().concurrency,
-            })
+            .map(|plugin| PluginView::of(&state.host, plugin))
             .collect(),
     )
+}
+
+/// What a deployment through the API did.
+#[derive(Debug, Serialize)]
+struct DeployView {
+    #[serde(flatten)]
+    change: DeployChange,
+    plugin: PluginView,
+    elapsed_ms: u64,
+}
+
+fn deployed(host: &Host, deployed: &Deployed) -> Response {
+    let status = match deployed.change {
+        DeployChange::Added => StatusCode::CREATED,
+        DeployChange::Swapped { .. } | DeployChange::Unchanged => StatusCode::OK,
+    };
+    let view = DeployView {
+        change: deployed.change.clone(),
+        plugin: PluginView::of(host, &deployed.plugin),
+        elapsed_ms: u64::try_from(deployed.elapsed.as_millis()).unwrap_or(u64::MAX),
+    };
+    (status, Json(view)).into_response()
+}
+
+fn refusal(status: StatusCode, error: &anyhow::Error) -> Response {
+    (status, Json(ErrorBody::new(format!("{error:#}")))).into_response()
+}
+
+async fn upload_plugin(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    upload(&state, Some(&name), body).await
+}
+
+/// `POST /v1/plugins`: the plugin's name is the one the component gives itself.
+async fn upload_any_plugin(State(state): State<AdminState>, body: Bytes) -> Response {
+    upload(&state, None, body).await
+}
+
+async fn upload(state: &AdminState, name: Option<&str>, body: Bytes) -> Response {
+    if body.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(ErrorBody::new(
+                "the request body must be the plugin's .wasm file",
+            )),
+        )
+            .into_response();
+    }
+    match state.host.deploy_upload(name, body.to_vec()).await {
+        Ok(done) => deployed(&state.host, &done),
+        Err(error) => refusal(StatusCode::UNPROCESSABLE_ENTITY, &error),
+    }
+}
+
+async fn delete_plugin(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    if state.host.plugin(&name).is_none() {
+        return not_loaded(&name);
+    }
+    match state.host.remove_plugin(&name).await {
+        Ok(removed) => Json(PluginView::of(&state.host, &removed)).into_response(),
+        Err(error) => refusal(StatusCode::INTERNAL_SERVER_ERROR, &error),
+    }
+}
+
+async fn rollback_plugin(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    if state.host.plugin(&name).is_none() {
+        return not_loaded(&name);
+    }
+    match state.host.rollback(&name).await {
+        Ok(done) => deployed(&state.host, &done),
+        Err(error) => refusal(StatusCode::CONFLICT, &error),
+    }
+}
+
+fn not_loaded(name: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(ErrorBody::new(format!(
+            "no plugin named `{name}` is loaded"
+        ))),
+    )
+        .into_response()
+}
+
+async fn refused(State(state): State<AdminState>) -> Json<Vec<Refusal>> {
+    Json(state.host.refused())
 }
 
 #[derive(Debug, Serialize)]

@@ -30,6 +30,7 @@ pub struct HostConfig {
     pub memory_broker: MemoryBrokerConfig,
     pub amqp: AmqpConfig,
     pub log: LogConfig,
+    pub reload: ReloadConfig,
     /// De-duplication of redelivered messages (RabbitMQ only).
     pub inbox: InboxConfig,
     /// Settings every plugin starts from.
@@ -69,6 +70,13 @@ pub struct EngineConfig {
     pub max_memory_mib: u64,
     /// How often deadlines are checked, in milliseconds.
     pub epoch_tick_ms: u64,
+    /// Keep compiled plugins on disk, so a restart or a swap back to a known version does
+    /// not compile again.
+    pub cache: bool,
+    /// Where compiled plugins are kept; `courier run --cache-dir` overrides it.
+    pub cache_dir: PathBuf,
+    /// The cache's size, in MiB: past it, the entries used least recently are removed.
+    pub cache_max_mib: u64,
 }
 
 impl Default for EngineConfig {
@@ -77,7 +85,36 @@ impl Default for EngineConfig {
             max_instances: 1000,
             max_memory_mib: 256,
             epoch_tick_ms: 5,
+            cache: true,
+            cache_dir: PathBuf::from("courier-cache"),
+            cache_max_mib: 2048,
         }
+    }
+}
+
+/// Hot reload: how the plugins directory is watched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the plugins directory and swap in what changes there.
+    pub watch: bool,
+    /// A file written in place (not renamed into place) is loaded once it has been quiet this
+    /// long, in milliseconds.
+    pub settle_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            settle_ms: 300,
+        }
+    }
+}
+
+impl ReloadConfig {
+    pub fn settle(&self) -> Duration {
+        Duration::from_millis(self.settle_ms)
     }
 }
 
@@ -474,6 +511,16 @@ impl HostConfig {
         ensure_range("engine.max_memory_mib", self.engine.max_memory_mib, 1, 4096)?;
         self.inbox.validate()?;
         ensure_range("engine.epoch_tick_ms", self.engine.epoch_tick_ms, 1, 1000)?;
+        if self.engine.cache && self.engine.cache_dir.as_os_str().is_empty() {
+            bail!("engine.cache_dir must not be empty while engine.cache is on");
+        }
+        ensure_range(
+            "engine.cache_max_mib",
+            self.engine.cache_max_mib,
+            16,
+            1 << 20,
+        )?;
+        ensure_range("reload.settle_ms", self.reload.settle_ms, 10, 60_000)?;
         ensure_range(
             "memory_broker.queue_capacity",
             self.memory_broker.queue_capacity as u64,

@@ -6,6 +6,11 @@
 //! the lane goes on to the next delivery while the broker confirms. The consumer's prefetch,
 //! [`prefetch_for`] the concurrency, bounds the deliveries handled or being settled.
 //!
+//! Each plugin's pump and lanes form a *runner*, started and stopped on their own: a new
+//! version of a plugin needs no new runner (each lane reads the plugin's current version for
+//! each message), except when it changes the concurrency or the kill switch, and removing a
+//! plugin drains its runner alone.
+//!
 //! Handlers never run on the async worker threads: a handler that uses its whole deadline, or
 //! waits on a WASI clock, holds only its own lane, while the broker connection, the admin API
 //! and the other plugins carry on.
@@ -14,8 +19,9 @@
 //! to the broker first and the message acked after the broker confirmed it; every other
 //! outcome follows [`crate::recoverability`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -24,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::envelope::{is_known_content_type, now_ms};
 use crate::inbox::Inbox;
-use crate::killswitch::{Admission, KillSwitch};
+use crate::killswitch::{Admission, KillSwitch, KillSwitchConfig};
 use crate::plugin::Plugin;
 use crate::recoverability::{self, Decision, FIRST_FAILURE_HEADER, FaultSource};
 use crate::registry::PluginSlot;
@@ -43,6 +49,41 @@ pub struct Dispatcher {
     in_flight: Arc<AtomicUsize>,
     /// Ids of messages handled, so a redelivery after success is not handled again.
     inbox: Option<Arc<dyn Inbox>>,
+    /// The runner of each plugin, by queue.
+    runners: Arc<Mutex<HashMap<String, Runner>>>,
+}
+
+/// One plugin's pump and lanes, and the settling they started.
+#[derive(Debug, Clone)]
+struct Runner {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    shape: RunnerShape,
+}
+
+/// The settings a runner is built from: a version that changes them needs a new runner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunnerShape {
+    pub concurrency: u32,
+    pub kill_switch: Option<KillSwitchConfig>,
+}
+
+impl RunnerShape {
+    pub fn of(plugin: &Plugin) -> Self {
+        RunnerShape {
+            concurrency: plugin.settings().concurrency,
+            kill_switch: plugin.settings().kill_switch,
+        }
+    }
+}
+
+impl Runner {
+    /// Stops taking deliveries and waits until every one taken is settled.
+    async fn drain(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
 }
 
 impl Dispatcher {
@@ -60,6 +101,7 @@ impl Dispatcher {
             tasks: TaskTracker::new(),
             in_flight: Arc::default(),
             inbox,
+            runners: Arc::default(),
         };
         if let Some(inbox) = dispatcher.inbox.clone() {
             let stop = dispatcher.stop.clone();
@@ -82,7 +124,9 @@ impl Dispatcher {
         dispatcher
     }
 
-    /// Declares the plugin's endpoint and starts consuming it.
+    /// Declares the plugin's endpoint (binding it to what the current version subscribes to)
+    /// and starts consuming it. If the plugin had a runner, the new one starts first and the
+    /// old one is drained after: the queue always has a consumer.
     pub async fn start(&self, slot: Arc<PluginSlot>) -> Result<()> {
         let plugin = slot.load_full();
         let endpoint = Endpoint {
@@ -90,9 +134,15 @@ impl Dispatcher {
             subscriptions: plugin.info().subscriptions.clone(),
         };
         self.transport.declare_endpoint(&endpoint).await?;
-        let concurrency = plugin.settings().concurrency;
+        let shape = RunnerShape::of(&plugin);
+        let concurrency = shape.concurrency;
         let prefetch = prefetch_for(concurrency);
         let consumer = self.transport.consume(&endpoint.queue, prefetch).await?;
+        let runner = Runner {
+            stop: self.stop.child_token(),
+            tasks: TaskTracker::new(),
+            shape,
+        };
         tracing::info!(
             plugin = plugin.name(),
             version = plugin.version(),
@@ -104,12 +154,15 @@ impl Dispatcher {
         // One pump takes deliveries from the consumer and hands each to whichever lane is
         // free. The hand-off holds one delivery; the prefetch bounds the rest.
         let (handoff, deliveries) = async_channel::bounded(1);
-        let switch = plugin
-            .settings()
+        let switch = shape
             .kill_switch
             .map(|config| Arc::new(KillSwitch::new(plugin.name(), config)));
-        self.tasks
-            .spawn(self.clone().pump(consumer, handoff, switch.clone()));
+        runner.tasks.spawn(self.clone().pump(
+            consumer,
+            handoff,
+            switch.clone(),
+            runner.stop.clone(),
+        ));
         for _ in 0..concurrency {
             let lane = Lane {
                 dispatcher: self.clone(),
@@ -117,24 +170,68 @@ impl Dispatcher {
                 queue: endpoint.queue.clone(),
                 deliveries: deliveries.clone(),
                 switch: switch.clone(),
+                settling: runner.tasks.clone(),
             };
-            self.tasks.spawn_blocking(move || lane.run());
+            runner.tasks.spawn_blocking(move || lane.run());
+        }
+        let replaced = self
+            .runners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(endpoint.queue.clone(), runner);
+        if let Some(replaced) = replaced {
+            replaced.drain().await;
+            tracing::info!(queue = %endpoint.queue, "previous runner drained");
         }
         Ok(())
     }
 
-    /// Moves deliveries from the consumer to the lanes until the dispatcher stops. Dropping
+    /// The settings the plugin's runner was started with, if it has one.
+    pub fn shape(&self, queue: &str) -> Option<RunnerShape> {
+        self.runners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(queue)
+            .map(|runner| runner.shape)
+    }
+
+    /// Stops consuming `queue` and waits until every delivery taken from it is settled.
+    pub async fn retire(&self, queue: &str) {
+        let runner = self
+            .runners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(queue);
+        if let Some(runner) = runner {
+            runner.drain().await;
+        }
+    }
+
+    /// Moves deliveries from the consumer to the lanes until the runner stops. Dropping
     /// the hand-off at the end lets the lanes finish what it holds and end.
     async fn pump(
         self,
         mut consumer: Box<dyn Consumer>,
         handoff: async_channel::Sender<Delivery>,
         switch: Option<Arc<KillSwitch>>,
+        stop: CancellationToken,
     ) {
-        while self.admitted(switch.as_deref()).await {
+        self.feed(consumer.as_mut(), &handoff, switch.as_deref(), &stop)
+            .await;
+        consumer.cancel().await;
+    }
+
+    async fn feed(
+        &self,
+        consumer: &mut dyn Consumer,
+        handoff: &async_channel::Sender<Delivery>,
+        switch: Option<&KillSwitch>,
+        stop: &CancellationToken,
+    ) {
+        while self.admitted(switch, stop).await {
             let next = tokio::select! {
                 biased;
-                () = self.stop.cancelled() => None,
+                () = stop.cancelled() => None,
                 delivery = consumer.next() => delivery,
             };
             let Some(delivery) = next else { break };
@@ -143,7 +240,7 @@ impl Dispatcher {
             // The switch may have opened while the pump waited for this delivery: it is held
             // (unacknowledged) until the switch lets it through. If the host stops meanwhile,
             // dropping it returns it to the broker.
-            if !self.admitted(switch.as_deref()).await {
+            if !self.admitted(switch, stop).await {
                 drop(delivery);
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 break;
@@ -156,20 +253,20 @@ impl Dispatcher {
         }
     }
 
-    /// Waits until the kill switch (if any) lets a delivery through; `false` if the dispatcher
+    /// Waits until the kill switch (if any) lets a delivery through; `false` if the runner
     /// stops first.
-    async fn admitted(&self, switch: Option<&KillSwitch>) -> bool {
+    async fn admitted(&self, switch: Option<&KillSwitch>, stop: &CancellationToken) -> bool {
         let Some(switch) = switch else {
-            return !self.stop.is_cancelled();
+            return !stop.is_cancelled();
         };
         while let Admission::Wait(pause) = switch.admit() {
             tokio::select! {
                 biased;
-                () = self.stop.cancelled() => return false,
+                () = stop.cancelled() => return false,
                 () = tokio::time::sleep(pause) => {}
             }
         }
-        !self.stop.is_cancelled()
+        !stop.is_cancelled()
     }
 
     /// Deliveries being handled now, across all plugins.
@@ -186,6 +283,16 @@ impl Dispatcher {
     /// Stops pulling new messages and waits for the ones in flight to be settled.
     pub async fn drain(&self) {
         self.stop.cancel();
+        let runners: Vec<Runner> = self
+            .runners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, runner)| runner)
+            .collect();
+        for runner in runners {
+            runner.drain().await;
+        }
         self.tasks.close();
         self.tasks.wait().await;
     }
@@ -207,6 +314,8 @@ struct Lane {
     queue: String,
     deliveries: async_channel::Receiver<Delivery>,
     switch: Option<Arc<KillSwitch>>,
+    /// The runner's tasks, where settling that must wait goes on.
+    settling: TaskTracker,
 }
 
 impl Lane {
@@ -248,7 +357,7 @@ impl Lane {
                 .block_on(futures_lite::future::poll_once(&mut settling))
                 .is_none()
             {
-                self.dispatcher.tasks.spawn_on(settling, &runtime);
+                self.settling.spawn_on(settling, &runtime);
             }
         }
         tracing::debug!(queue = %self.queue, "lane stopped");

@@ -10,9 +10,10 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::codecache::CodeCache;
 use crate::config::EngineConfig;
 use crate::sandbox::{HostState, bindings};
 
@@ -32,6 +33,20 @@ pub struct CourierEngine {
     engine: Engine,
     linker: Linker<HostState>,
     tick: Duration,
+    /// The on-disk cache of compiled components, when on.
+    cache: Option<CodeCache>,
+}
+
+/// Where a component's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodeSource {
+    /// Compiled now, and written to the cache.
+    Compiled,
+    /// Read from the cache: nothing was compiled.
+    Cache,
+    /// Compiled now; the cache is off (or could not store it).
+    Uncached,
 }
 
 impl std::fmt::Debug for CourierEngine {
@@ -106,11 +121,50 @@ impl CourierEngine {
         .map_err(anyhow::Error::from)
         .context("cannot link the courier:bus imports")?;
 
+        let cache = if settings.cache {
+            let dir = std::path::absolute(&settings.cache_dir).with_context(|| {
+                format!(
+                    "engine.cache_dir: cannot resolve {}",
+                    settings.cache_dir.display()
+                )
+            })?;
+            Some(CodeCache::open(
+                &dir,
+                &engine,
+                settings.cache_max_mib.saturating_mul(1 << 20),
+            )?)
+        } else {
+            None
+        };
+
         Ok(CourierEngine {
             engine,
             linker,
             tick,
+            cache,
         })
+    }
+
+    /// Compiles a component, or reads its code from the cache.
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, CodeSource)> {
+        let Some(cache) = &self.cache else {
+            let component = Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?;
+            return Ok((component, CodeSource::Uncached));
+        };
+        if let Some(component) = cache.load(&self.engine, bytes) {
+            return Ok((component, CodeSource::Cache));
+        }
+        let component = Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?;
+        match cache.store(bytes, &component) {
+            Ok(()) => Ok((component, CodeSource::Compiled)),
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot keep the compiled plugin in the cache"
+                );
+                Ok((component, CodeSource::Uncached))
+            }
+        }
     }
 
     pub fn engine(&self) -> &Engine {

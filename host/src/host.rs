@@ -1,11 +1,16 @@
 //! A running host: the engine, the loaded plugins, a broker and the dispatcher, behind one
 //! handle. `courier run`, the admin API and the tests all drive a host through this type.
+//! How versions are swapped in, rolled back and removed is in [`deploy`].
+
+mod deploy;
+
+pub use deploy::{DeployChange, Deployed, PluginSource};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use crate::config::{BrokerUrl, HostConfig};
 use crate::dispatch::Dispatcher;
@@ -20,7 +25,7 @@ use crate::transport::memory::MemoryBroker;
 use crate::transport::{Outbound, Transport};
 
 /// A plugin file that was refused, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Refusal {
     pub file: String,
     pub error: String,
@@ -37,6 +42,9 @@ pub struct Host {
     stats: Arc<Stats>,
     refused: Mutex<Vec<Refusal>>,
     name: String,
+    /// One deployment (load, swap, rollback, removal) at a time.
+    deploying: tokio::sync::Mutex<()>,
+    waiting: deploy::Waiting,
 }
 
 impl Host {
@@ -86,6 +94,8 @@ impl Host {
             stats,
             refused: Mutex::default(),
             name,
+            deploying: tokio::sync::Mutex::default(),
+            waiting: deploy::Waiting::default(),
         })
     }
 
@@ -103,51 +113,19 @@ impl Host {
         self.memory.as_ref()
     }
 
-    /// Loads one plugin file and starts consuming its queue. Compilation runs off the async
-    /// threads.
-    pub async fn load_plugin(self: &Arc<Self>, path: &Path) -> Result<Arc<Plugin>> {
-        let host = Arc::clone(self);
-        let path_buf = path.to_owned();
-        let plugin = tokio::task::spawn_blocking(move || host.registry.compile(&path_buf))
-            .await
-            .context("plugin compilation was cancelled")??;
-        tracing::info!(
-            plugin = plugin.name(),
-            version = plugin.version(),
-            file = %plugin.path().display(),
-            digest = &plugin.digest()[..12],
-            subscriptions = ?plugin.info().subscriptions,
-            "plugin loaded"
-        );
-        let slot = self.registry.register(plugin)?;
-        self.dispatcher.start(Arc::clone(&slot)).await?;
-        Ok(slot.load_full())
-    }
-
     /// Loads every `.wasm` file of `dir`. A file that fails is refused with its reason (logged
     /// and kept in [`Host::refused`]); the others load.
     pub async fn load_plugins_dir(self: &Arc<Self>, dir: &Path) -> Result<Vec<Arc<Plugin>>> {
         let mut loaded = Vec::new();
         for file in Registry::plugin_files(dir)? {
-            match self.load_plugin(&file).await {
-                Ok(plugin) => loaded.push(plugin),
-                Err(error) => {
-                    let error = format!("{error:#}");
-                    tracing::error!(file = %file.display(), %error, "plugin refused");
-                    self.refused
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(Refusal {
-                            file: file.display().to_string(),
-                            error,
-                        });
-                }
+            if let Ok(deployed) = self.deploy_file(&file).await {
+                loaded.push(deployed.plugin);
             }
         }
         Ok(loaded)
     }
 
-    /// The plugin files refused so far.
+    /// The plugin files refused and not loaded since, with the reason of their last refusal.
     pub fn refused(&self) -> Vec<Refusal> {
         self.refused
             .lock()
@@ -155,9 +133,40 @@ impl Host {
             .clone()
     }
 
+    fn note_refusal(&self, file: &Path, error: &anyhow::Error) {
+        let refusal = Refusal {
+            file: file.display().to_string(),
+            error: format!("{error:#}"),
+        };
+        tracing::error!(file = %refusal.file, error = %refusal.error, "plugin refused");
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        refused.retain(|known| known.file != refusal.file);
+        refused.push(refusal);
+    }
+
+    fn clear_refusal(&self, file: &Path) {
+        let file = file.display().to_string();
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|known| known.file != file);
+    }
+
     /// The current version of every loaded plugin.
     pub fn plugins(&self) -> Vec<Arc<Plugin>> {
         self.registry.current()
+    }
+
+    /// The current version of one plugin.
+    pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.registry.get(name).map(|slot| slot.load_full())
+    }
+
+    /// The version a rollback of `name` would return to.
+    pub fn previous_version(&self, name: &str) -> Option<String> {
+        self.registry
+            .previous(name)
+            .map(|previous| previous.plugin.version().to_owned())
     }
 
     /// Puts a message in from outside (publish or send); returns its id once the broker has it.

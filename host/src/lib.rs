@@ -20,6 +20,7 @@
 //! ```
 
 pub mod admin;
+pub mod codecache;
 pub mod config;
 pub mod dispatch;
 pub mod engine;
@@ -38,6 +39,7 @@ pub mod sandbox;
 pub mod signal;
 pub mod stats;
 pub mod transport;
+pub mod watch;
 
 pub use config::{HostConfig, InstancePolicy, PluginSettings};
 pub use engine::CourierEngine;

@@ -1,4 +1,5 @@
-//! The `courier` command: run a host, put messages into one, inspect a plugin.
+//! The `courier` command: run a host, put messages into one, deploy plugins to one, inspect
+//! a plugin.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,40 @@ enum Command {
     },
     /// Look at, replay or purge the messages in error queues (RabbitMQ).
     Errors(ErrorsArgs),
+    /// List the plugins of a running host: version, digest, when loaded, messages handled.
+    Plugins {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminClientArgs,
+    },
+    /// Deploy a plugin to a running host: a new plugin, or a new version swapped in without
+    /// losing a message.
+    Deploy {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Refuse the file unless it is this plugin (by default: whatever it describes itself as).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        admin: AdminClientArgs,
+    },
+    /// Put a plugin of a running host back to its previous version.
+    Rollback {
+        /// The plugin's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminClientArgs,
+    },
+    /// Remove a plugin from a running host: drained, unbound, its file deleted. Its queue
+    /// keeps the messages it holds.
+    Remove {
+        /// The plugin's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminClientArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +119,12 @@ struct RunArgs {
     /// running side by side need one each.
     #[arg(long, env = "COURIER_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Directory of compiled plugins (overrides `engine.cache_dir`).
+    #[arg(long, env = "COURIER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not watch the plugins directory (overrides `reload.watch`).
+    #[arg(long)]
+    no_watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +288,10 @@ fn main() -> ExitCode {
         Command::Send(args) => put(args.message, Some(args.destination)),
         Command::Inspect { file, json } => inspect_file(&file, json),
         Command::Errors(args) => error_queues(args),
+        Command::Plugins { json, admin } => list_plugins(&admin, json),
+        Command::Deploy { file, name, admin } => deploy(&admin, &file, name.as_deref()),
+        Command::Rollback { name, admin } => change_plugin(&admin, "rollback", &name),
+        Command::Remove { name, admin } => change_plugin(&admin, "remove", &name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -283,12 +328,23 @@ fn run(args: RunArgs) -> Result<()> {
     if let Some(dir) = args.data_dir {
         config.inbox.data_dir = dir;
     }
+    if let Some(dir) = args.cache_dir {
+        config.engine.cache_dir = dir;
+    }
+    if args.no_watch {
+        config.reload.watch = false;
+    }
     config.validate().context("invalid configuration")?;
     init_tracing(&config)?;
     let plugins_dir = config
         .plugins_dir
         .clone()
         .context("no plugins directory: pass --plugins DIR or set plugins_dir")?;
+    // One spelling of every plugin path, whether it comes from the start-up scan, the watcher
+    // or an upload.
+    let plugins_dir = std::path::absolute(&plugins_dir)
+        .with_context(|| format!("plugins directory {}", plugins_dir.display()))?;
+    config.plugins_dir = Some(plugins_dir.clone());
     let options = RunOptions {
         plugins_dir,
         seed: args.seed,
@@ -320,12 +376,22 @@ async fn serve(config: HostConfig, options: RunOptions) -> Result<()> {
     let host = Arc::new(Host::new(config).await?);
     tracing::info!(broker = %host.transport().describe(), plugins = %options.plugins_dir.display(), "courier starting");
     let loaded = host.load_plugins_dir(&options.plugins_dir).await?;
+    let watching = host.config().reload.watch;
     if loaded.is_empty() {
-        bail!(
-            "no plugin could be loaded from {}",
-            options.plugins_dir.display()
-        );
+        if !watching || options.exit_when_idle {
+            bail!(
+                "no plugin could be loaded from {}",
+                options.plugins_dir.display()
+            );
+        }
+        tracing::warn!(dir = %options.plugins_dir.display(), "no plugin loaded yet; waiting for one to be deployed");
     }
+    // Dropped when `serve` returns, which ends the watch.
+    let _watcher = if watching {
+        Some(host.watch_plugins(&options.plugins_dir)?)
+    } else {
+        None
+    };
 
     let draining = Arc::new(AtomicBool::new(false));
     if admin_config.enabled {
@@ -374,7 +440,7 @@ async fn serve(config: HostConfig, options: RunOptions) -> Result<()> {
     let summary = host.summary();
     println!(
         "\nSummary: {} plugin(s) on {} in {:.1} s",
-        loaded.len(),
+        host.plugins().len(),
         host.transport().describe(),
         started.elapsed().as_secs_f64()
     );
@@ -415,28 +481,167 @@ fn put(args: MessageArgs, destination: Option<String>) -> Result<()> {
     request.session_id = args.session_id;
     request.reply_to = args.reply_to;
     request.ttl_ms = args.ttl_ms;
-    let url = format!("{}/v1/messages", args.admin.admin.trim_end_matches('/'));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let mut call = agent.post(&url);
-    if let Some(token) = &args.admin.token {
-        call = call.header("Authorization", &format!("Bearer {token}"));
-    }
-    let mut response = call.send_json(&request).with_context(|| {
-        format!(
-            "cannot reach the admin API at {}",
-            redact_url(&args.admin.admin)
+    let body = serde_json::to_vec(&request)?;
+    let text = args
+        .admin
+        .call(
+            Method::Post,
+            "/v1/messages",
+            Some(("application/json", body)),
         )
-    })?;
-    let status = response.status();
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    if !status.is_success() {
-        bail!("the host refused the message ({status}): {text}");
-    }
+        .context("the host refused the message")?;
     println!("{text}");
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+/// `Authorization: Bearer <token>` when there is a token.
+fn authorized<B>(call: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(token) => call.header("Authorization", format!("Bearer {token}")),
+        None => call,
+    }
+}
+
+impl AdminClientArgs {
+    /// Calls the admin API; the response body on success, an error naming the status and
+    /// the host's reason otherwise.
+    fn call(&self, method: Method, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<String> {
+        let url = format!("{}{path}", self.admin.trim_end_matches('/'));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // An upload is compiled before the host answers.
+            .timeout_global(Some(Duration::from_secs(300)))
+            .build()
+            .into();
+        let token = self.token.as_deref();
+        let sent = match method {
+            Method::Get => authorized(agent.get(&url), token).call(),
+            Method::Delete => authorized(agent.delete(&url), token).call(),
+            Method::Post | Method::Put => {
+                let call = match method {
+                    Method::Put => agent.put(&url),
+                    _ => agent.post(&url),
+                };
+                let call = authorized(call, token);
+                match body {
+                    Some((content_type, bytes)) => {
+                        call.header("Content-Type", content_type).send(&bytes[..])
+                    }
+                    None => call.send_empty(),
+                }
+            }
+        };
+        let mut response = sent.with_context(|| {
+            format!("cannot reach the admin API at {}", redact_url(&self.admin))
+        })?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .unwrap_or_default();
+        if !status.is_success() {
+            let reason = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("{status}: {reason}");
+        }
+        Ok(text)
+    }
+}
+
+fn list_plugins(admin: &AdminClientArgs, json: bool) -> Result<()> {
+    let text = admin.call(Method::Get, "/v1/plugins", None)?;
+    if json {
+        println!("{text}");
+        return Ok(());
+    }
+    let plugins: Vec<serde_json::Value> =
+        serde_json::from_str(&text).context("the admin API answered something else than JSON")?;
+    println!(
+        "{:<24} {:<12} {:<14} {:<8} {:>10} {:>9}  LOADED",
+        "NAME", "VERSION", "DIGEST", "CODE", "HANDLED", "FAILURES"
+    );
+    for plugin in &plugins {
+        let text = |key: &str| plugin[key].as_str().unwrap_or("-").to_owned();
+        let number = |key: &str| plugin[key].as_u64().unwrap_or(0);
+        let digest = text("digest");
+        let loaded = plugin["loaded_at_ms"]
+            .as_i64()
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+            .map(|at| at.to_string())
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:<12} {:<14} {:<8} {:>10} {:>9}  {loaded}",
+            text("name"),
+            text("version"),
+            &digest[..digest.len().min(12)],
+            text("code"),
+            number("handled"),
+            number("failures"),
+        );
+    }
+    Ok(())
+}
+
+fn deploy(admin: &AdminClientArgs, file: &Path, name: Option<&str>) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let path = match name {
+        Some(name) => format!("/v1/plugins/{name}"),
+        None => "/v1/plugins".to_owned(),
+    };
+    // PUT names the plugin; POST lets the component name itself.
+    let text = match name {
+        Some(_) => admin.call(Method::Put, &path, Some(("application/wasm", bytes))),
+        None => admin.call(Method::Post, &path, Some(("application/wasm", bytes))),
+    }
+    .with_context(|| format!("{} was not deployed", file.display()))?;
+    print_deployed(&text)
+}
+
+fn change_plugin(admin: &AdminClientArgs, action: &str, name: &str) -> Result<()> {
+    let text = match action {
+        "rollback" => admin.call(Method::Post, &format!("/v1/plugins/{name}/rollback"), None)?,
+        _ => admin.call(Method::Delete, &format!("/v1/plugins/{name}"), None)?,
+    };
+    if action == "rollback" {
+        return print_deployed(&text);
+    }
+    let removed: serde_json::Value = serde_json::from_str(&text)?;
+    println!(
+        "removed {} {} (its queue keeps the messages it holds)",
+        removed["name"].as_str().unwrap_or(name),
+        removed["version"].as_str().unwrap_or("")
+    );
+    Ok(())
+}
+
+fn print_deployed(text: &str) -> Result<()> {
+    let done: serde_json::Value =
+        serde_json::from_str(text).context("the admin API answered something else than JSON")?;
+    let plugin = &done["plugin"];
+    let name = plugin["name"].as_str().unwrap_or("?");
+    let version = plugin["version"].as_str().unwrap_or("?");
+    let elapsed = done["elapsed_ms"].as_u64().unwrap_or(0);
+    match done["change"].as_str() {
+        Some("added") => println!("{name} {version} added ({elapsed} ms)"),
+        Some("swapped") => println!(
+            "{name} {} -> {version} ({elapsed} ms, code: {})",
+            done["from"].as_str().unwrap_or("?"),
+            plugin["code"].as_str().unwrap_or("?")
+        ),
+        _ => println!("{name} {version} is already the current version"),
+    }
     Ok(())
 }
 

@@ -3,17 +3,17 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
 use crate::config::{InstancePolicy, PluginSettings};
-use crate::engine::CourierEngine;
-use crate::envelope::{Envelope, validate_message_type};
+use crate::engine::{CodeSource, CourierEngine};
+use crate::envelope::{Envelope, now_ms, validate_message_type};
 use crate::outbox::Parent;
 use crate::sandbox::bindings::courier::bus::types as wit;
 use crate::sandbox::bindings::{Plugin as PluginWorld, PluginPre};
@@ -22,6 +22,12 @@ use crate::transport::Outbound;
 
 /// The export every Courier plugin must have.
 pub const HANDLER_EXPORT: &str = "courier:bus/handler@0.1.0";
+
+/// Headers the host writes on every follow-up: the plugin, and the version of it, that
+/// handled the message the follow-up came from. Set after the handler ran, so a handler
+/// cannot write them itself.
+pub const HANDLED_BY_HEADER: &str = "courier-handled-by";
+pub const HANDLED_BY_VERSION_HEADER: &str = "courier-handled-by-version";
 
 /// What a plugin says about itself (`describe`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +70,11 @@ pub struct Plugin {
     info: PluginInfo,
     path: PathBuf,
     digest: String,
+    code: CodeSource,
+    loaded_at_ms: u64,
+    counts: VersionCounts,
+    /// Set once a newer version replaced this one: its instances are no longer kept warm.
+    retired: AtomicBool,
     settings: PluginSettings,
     identity: Arc<PluginIdentity>,
     pre: PluginPre<HostState>,
@@ -79,6 +90,25 @@ impl std::fmt::Debug for Plugin {
             .field("path", &self.path)
             .field("digest", &self.digest)
             .finish_non_exhaustive()
+    }
+}
+
+/// Handler calls made on one version of a plugin.
+#[derive(Debug, Default)]
+pub struct VersionCounts {
+    handled: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl VersionCounts {
+    /// Calls that returned `Ok`.
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+
+    /// Calls that failed (an error returned or a trap), retried ones included.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 }
 
@@ -106,7 +136,8 @@ impl Plugin {
         path: &Path,
         settings_for: impl FnOnce(&PluginInfo) -> Result<PluginSettings>,
     ) -> Result<Plugin> {
-        let component = Component::new(engine.engine(), bytes)
+        let (component, code) = engine
+            .compile(bytes)
             .map_err(|e| anyhow!("not a valid WebAssembly component: {}", first_line(&e)))?;
         let instance_pre = engine
             .linker()
@@ -123,6 +154,10 @@ impl Plugin {
             identity: Arc::new(identity_for(&info.name, &info.version, &settings)),
             ticks: engine.ticks_for(settings.deadline),
             digest: hex_digest(bytes),
+            code,
+            loaded_at_ms: now_ms(),
+            counts: VersionCounts::default(),
+            retired: AtomicBool::new(false),
             path: path.to_owned(),
             engine: engine.clone(),
             warm: Mutex::new(Vec::new()),
@@ -157,6 +192,31 @@ impl Plugin {
         &self.settings
     }
 
+    /// Whether this version's code was compiled or read from the cache.
+    pub fn code_source(&self) -> CodeSource {
+        self.code
+    }
+
+    /// When this version was loaded, in milliseconds since the Unix epoch.
+    pub fn loaded_at_ms(&self) -> u64 {
+        self.loaded_at_ms
+    }
+
+    /// What this version did so far.
+    pub fn counts(&self) -> &VersionCounts {
+        &self.counts
+    }
+
+    /// Drops the instances kept warm, returning their slots to the engine's pool: called once a
+    /// newer version replaced this one. A message still in flight on it finishes normally.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.warm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// Whether the plugin has a handler for `message_type`.
     pub fn handles(&self, message_type: &str) -> bool {
         self.info.subscriptions.iter().any(|s| s == message_type)
@@ -167,16 +227,33 @@ impl Plugin {
     pub fn invoke(&self, envelope: &Envelope, queue: &str) -> Invocation {
         let message = to_wit(envelope);
         let parent = Parent::of(envelope, queue);
-        match self.settings.instance {
+        let invocation = match self.settings.instance {
             InstancePolicy::Fresh => self.invoke_in_fresh(&message, parent),
             InstancePolicy::Reuse => self.invoke_warm(&message, parent),
-        }
+        };
+        self.signed(invocation)
     }
 
     /// Handles one message on a new instance, whatever the instance policy: an immediate
     /// retry never runs where the failure happened.
     pub fn invoke_fresh(&self, envelope: &Envelope, queue: &str) -> Invocation {
-        self.invoke_in_fresh(&to_wit(envelope), Parent::of(envelope, queue))
+        let invocation = self.invoke_in_fresh(&to_wit(envelope), Parent::of(envelope, queue));
+        self.signed(invocation)
+    }
+
+    /// Counts the call, and marks every follow-up with the version that produced it.
+    fn signed(&self, mut invocation: Invocation) -> Invocation {
+        let counter = match invocation.outcome {
+            Outcome::Handled => &self.counts.handled,
+            _ => &self.counts.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        for outbound in &mut invocation.outbox {
+            let envelope = &mut outbound.envelope;
+            envelope.set_header(HANDLED_BY_HEADER, self.info.name.clone());
+            envelope.set_header(HANDLED_BY_VERSION_HEADER, self.info.version.clone());
+        }
+        invocation
     }
 
     fn invoke_in_fresh(&self, message: &wit::Message, parent: Parent) -> Invocation {
@@ -231,7 +308,10 @@ impl Plugin {
         warm.uses += 1;
         let outcome = self.outcome(result);
         // A trapped instance is never used again; dropping it returns its slot to the pool.
-        if !matches!(outcome, Outcome::Trapped(_)) && warm.uses < self.settings.recycle_after {
+        if !matches!(outcome, Outcome::Trapped(_))
+            && warm.uses < self.settings.recycle_after
+            && !self.retired.load(Ordering::SeqCst)
+        {
             self.warm
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -352,7 +432,7 @@ fn describe_trap(error: &wasmtime::Error, deadline: Duration) -> String {
 }
 
 /// The error chain on one line, without a backtrace.
-fn first_line(error: &wasmtime::Error) -> String {
+fn first_line(error: &anyhow::Error) -> String {
     format!("{error:#}")
         .lines()
         .next()

@@ -28,8 +28,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use async_trait::async_trait;
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
@@ -430,6 +431,40 @@ impl Transport for AmqpTransport {
         Ok(())
     }
 
+    async fn unbind(&self, queue: &str, message_types: &[String]) -> Result<()> {
+        // Forgotten first, so a reconnection meanwhile does not bind them again.
+        self.inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter_mut()
+            .filter(|known| known.queue == queue)
+            .for_each(|known| known.subscriptions.retain(|t| !message_types.contains(t)));
+        let link = self.inner.link(Some(self.inner.connect_timeout())).await?;
+        // A channel of its own: an error closes the channel, which must not be the publisher's.
+        let channel = link
+            .connection
+            .create_channel()
+            .await
+            .context("cannot open a channel")?;
+        for message_type in message_types {
+            let exchange = exchange_for(message_type);
+            channel
+                .queue_unbind(
+                    queue.into(),
+                    exchange.into(),
+                    "".into(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("cannot unbind queue `{queue}` from `{exchange}`"))?;
+        }
+        if let Err(error) = channel.close(200, "done".into()).await {
+            tracing::debug!(%error, "closing a channel");
+        }
+        Ok(())
+    }
+
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>> {
         Ok(Box::new(AmqpConsumer {
             inner: Arc::clone(&self.inner),
@@ -579,6 +614,18 @@ impl Consumer for AmqpConsumer {
                     self.current = None;
                 }
             }
+        }
+    }
+
+    async fn cancel(&mut self) {
+        // The channel stays open while deliveries taken from it are settled (each acker holds
+        // it); the broker returns the ones it sent and nobody took when it closes.
+        if let Some((channel, consumer)) = self.current.take()
+            && let Err(error) = channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await
+        {
+            tracing::debug!(queue = %self.queue, %error, "cancelling a consumer");
         }
     }
 }

@@ -229,6 +229,23 @@ impl Transport for MemoryBroker {
         Ok(())
     }
 
+    async fn unbind(&self, queue: &str, message_types: &[String]) -> Result<()> {
+        let mut bindings = self
+            .inner
+            .bindings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for message_type in message_types {
+            if let Some(bound) = bindings.get_mut(message_type) {
+                bound.retain(|q| q.name != queue);
+                if bound.is_empty() {
+                    bindings.remove(message_type);
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>> {
         let queue = self
             .queue(queue)

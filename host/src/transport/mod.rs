@@ -6,6 +6,7 @@
 //! - **Endpoints.** [`Transport::declare_endpoint`] creates an endpoint's input queue and binds
 //!   it to the message types it subscribes to, idempotently; it also creates the dead-letter
 //!   queues beside it: `<queue>_error`, `<queue>_skipped`, `<queue>_expired`.
+//!   [`Transport::unbind`] removes bindings and leaves the queue and its messages alone.
 //! - **Routing.** A published message ([`Route::Publish`]) is copied to every queue bound to its
 //!   type, and to none if no queue is bound. A sent message ([`Route::Send`]) goes to the one
 //!   queue named; sending to a queue that does not exist is an error.
@@ -104,6 +105,11 @@ pub trait Acker: Send + Sync + std::fmt::Debug {
 pub trait Consumer: Send {
     /// The next delivery; `None` once the consumer is closed.
     async fn next(&mut self) -> Option<Delivery>;
+
+    /// Asks the broker to send no more deliveries. Those already taken are still settled
+    /// normally; those the broker sent and [`Consumer::next`] has not yielded go back to the
+    /// queue.
+    async fn cancel(&mut self) {}
 }
 
 /// A broker.
@@ -111,6 +117,9 @@ pub trait Consumer: Send {
 pub trait Transport: Send + Sync + 'static {
     /// Creates (or confirms) an endpoint's queues and bindings.
     async fn declare_endpoint(&self, endpoint: &Endpoint) -> Result<()>;
+
+    /// Stops routing the given message types to `queue`. The queue keeps what it holds.
+    async fn unbind(&self, queue: &str, message_types: &[String]) -> Result<()>;
 
     /// Starts consuming `queue` with at most `prefetch` unsettled deliveries.
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>>;
