@@ -3,7 +3,8 @@
 //! A handler is a plain function from a typed message to a result. The SDK hides the WIT
 //! bindings: `#[derive(Message)]` attaches a message type URN to a struct, `#[handler]` turns a
 //! function into a handler for that type, and `export!` makes the crate a Courier plugin whose
-//! name and version are the crate's own.
+//! name and version are the crate's own, unless overridden before the handlers:
+//! `export!(name = "payment", version = "2.1.0"; charge)`.
 //!
 //! ```no_run
 //! use courier_sdk::{handler, Context, HandlerResult, Message};

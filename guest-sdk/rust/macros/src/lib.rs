@@ -301,6 +301,13 @@ impl syn::parse::Parse for ExportArgs {
         if input.peek(syn::Ident) && input.peek2(Token![=]) {
             loop {
                 let key: syn::Ident = input.parse()?;
+                if !input.peek(Token![=]) {
+                    // Most likely a handler after a `,` that should have been a `;`.
+                    return Err(Error::new(
+                        key.span(),
+                        "expected `name = \"…\"` or `version = \"…\"`: end the settings with `;` before the handlers",
+                    ));
+                }
                 let slot = match key.to_string().as_str() {
                     "name" => &mut name,
                     "version" => &mut version,
@@ -335,9 +342,8 @@ impl syn::parse::Parse for ExportArgs {
                     break;
                 }
                 if input.parse::<Option<Token![,]>>()?.is_none() {
-                    return Err(input.error(
-                        "expected `,` and another setting, or `;` and then the handlers",
-                    ));
+                    return Err(input
+                        .error("expected `,` and another setting, or `;` and then the handlers"));
                 }
             }
         }
@@ -433,14 +439,21 @@ mod tests {
     fn export_refuses_a_value_that_is_not_a_string_or_is_empty() {
         assert!(parse_error("name = 3; ping").starts_with("expected string literal: `name`"));
         assert!(parse_error("version = v2; ping").starts_with("expected string literal"));
-        assert_eq!(parse_error(r#"name = ""; ping"#), "`name` must not be empty");
-        assert_eq!(parse_error(r#"version = " "; ping"#), "`version` must not be empty");
+        assert_eq!(
+            parse_error(r#"name = ""; ping"#),
+            "`name` must not be empty"
+        );
+        assert_eq!(
+            parse_error(r#"version = " "; ping"#),
+            "`version` must not be empty"
+        );
     }
 
     #[test]
     fn export_needs_a_semicolon_after_the_settings() {
         assert!(parse_error(r#"name = "stamp" ping"#).contains("`;` and then the handlers"));
         assert!(parse_error(r#"name = "stamp""#).contains("`;` and then the handlers"));
+        assert!(parse_error(r#"name = "stamp", ping"#).contains("end the settings with `;`"));
     }
 
     #[test]
