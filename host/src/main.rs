@@ -703,7 +703,12 @@ fn error_queues(args: ErrorsArgs) -> Result<()> {
 }
 
 fn inspect_file(file: &Path, json: bool) -> Result<()> {
-    let engine = CourierEngine::new(&courier_host::config::EngineConfig::default())?;
+    // One component looked at once: nothing to cache.
+    let settings = courier_host::config::EngineConfig {
+        cache: false,
+        ..Default::default()
+    };
+    let engine = CourierEngine::new(&settings)?;
     let inspection = inspect(&engine, file)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&inspection)?);

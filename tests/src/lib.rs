@@ -51,11 +51,25 @@ pub async fn host_with(config: &str, plugins: &[&str]) -> Arc<Host> {
     init_logging();
     let mut config = HostConfig::from_toml(config).unwrap();
     config.admin.enabled = false;
+    use_test_cache(&mut config);
     let host = Arc::new(Host::new(config).await.unwrap());
     for name in plugins {
         host.load_plugin(&plugin_file(name)).await.unwrap();
     }
     host
+}
+
+/// Test hosts share one cache of compiled plugins, outside the source tree, unless the test
+/// chose its own.
+pub fn use_test_cache(config: &mut HostConfig) {
+    if config.engine.cache_dir == HostConfig::default().engine.cache_dir {
+        config.engine.cache_dir = test_cache_dir();
+    }
+}
+
+/// The cache of compiled plugins the tests share (wasmtime's cache takes concurrent users).
+pub fn test_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("courier-test-cache")
 }
 
 /// Publishes `body` (JSON, sent as MessagePack) as `message_type`; returns the message id.
@@ -256,6 +270,7 @@ pub async fn amqp_host_with(vhost: &Vhost, config: &str, plugins: &[&str]) -> Ar
     init_logging();
     let mut config = HostConfig::from_toml(config).unwrap();
     config.admin.enabled = false;
+    use_test_cache(&mut config);
     config.broker = Some(vhost.url());
     // Each host keeps its inbox apart, under a directory of this test process.
     if config.inbox.data_dir == HostConfig::default().inbox.data_dir {
@@ -270,6 +285,47 @@ pub async fn amqp_host_with(vhost: &Vhost, config: &str, plugins: &[&str]) -> Ar
         host.load_plugin(&plugin_file(name)).await.unwrap();
     }
     host
+}
+
+/// A host serving the plugins directory `dir` and watching it, on the embedded broker or on
+/// RabbitMQ (`vhost`). The watch ends when the returned watcher is dropped.
+pub async fn watched_host(
+    config: &str,
+    dir: &Path,
+    vhost: Option<&Vhost>,
+) -> (Arc<Host>, courier_host::watch::DirWatcher) {
+    init_logging();
+    let mut config = HostConfig::from_toml(config).unwrap();
+    config.admin.enabled = false;
+    config.plugins_dir = Some(dir.to_owned());
+    use_test_cache(&mut config);
+    if let Some(vhost) = vhost {
+        config.broker = Some(vhost.url());
+        if config.inbox.data_dir == HostConfig::default().inbox.data_dir {
+            config.inbox.data_dir = dir.join("data");
+        }
+    }
+    let host = Arc::new(Host::new(config).await.unwrap());
+    host.load_plugins_dir(dir).await.unwrap();
+    let watcher = host.watch_plugins(dir).unwrap();
+    (host, watcher)
+}
+
+/// Puts a copy of `source` at `file` the way a deployment should: written under a temporary
+/// name beside it, then renamed into place in one step.
+pub fn put_in_place(source: &Path, file: &Path) {
+    let temp = file.with_extension("wasm.tmp");
+    std::fs::copy(source, &temp).unwrap();
+    std::fs::rename(&temp, file).unwrap();
+}
+
+/// Waits until `done` holds; fails the test with `what` after [`PATIENCE`].
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The `courier` binary built beside the tests (`cargo xtask test` builds it).

@@ -144,6 +144,7 @@ fn spawn_host_with_data(vhost: &Vhost, dir: &Path, name: &str, data: &str) -> Ho
         .arg("--summary")
         .arg(dir.join(format!("{name}.json")))
         .env("COURIER_LOG", "warn")
+        .env("COURIER_CACHE_DIR", test_cache_dir())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
