@@ -67,6 +67,14 @@ pub fn use_test_cache(config: &mut HostConfig) {
     }
 }
 
+/// Engine settings for a test that builds an engine itself: the default, with the tests' cache.
+pub fn test_engine_config() -> courier_host::config::EngineConfig {
+    courier_host::config::EngineConfig {
+        cache_dir: test_cache_dir(),
+        ..Default::default()
+    }
+}
+
 /// The cache of compiled plugins the tests share (wasmtime's cache takes concurrent users).
 pub fn test_cache_dir() -> PathBuf {
     std::env::temp_dir().join("courier-test-cache")

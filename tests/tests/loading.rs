@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use courier_host::config::EngineConfig;
 use courier_host::inspect::inspect;
 use courier_host::{CourierEngine, Host, HostConfig, PluginSettings};
 use courier_tests::*;
@@ -72,6 +71,7 @@ async fn a_plugins_directory_loads_what_it_can_and_reports_the_rest() {
     .unwrap();
     let mut config = HostConfig::default();
     config.admin.enabled = false;
+    use_test_cache(&mut config);
     let host = Arc::new(Host::new(config).await.unwrap());
     let loaded = host.load_plugins_dir(&dir).await.unwrap();
     assert_eq!(loaded.len(), 1);
@@ -128,7 +128,7 @@ async fn two_plugins_with_one_name_are_refused() {
 
 #[test]
 fn inspect_shows_the_world_the_plugin_and_its_imports() {
-    let engine = CourierEngine::new(&EngineConfig::default()).unwrap();
+    let engine = CourierEngine::new(&test_engine_config()).unwrap();
     let payment = inspect(&engine, &plugin_file("payment")).unwrap();
     assert_eq!(payment.world.as_deref(), Some("courier:bus/plugin@0.1.0"));
     assert_eq!(payment.name.as_deref(), Some("payment"));
@@ -157,7 +157,7 @@ fn inspect_shows_the_world_the_plugin_and_its_imports() {
 /// of the consumed message's id and the publish's index.
 #[test]
 fn a_plugin_invoked_twice_with_one_message_stages_the_same_ids() {
-    let engine = CourierEngine::new(&EngineConfig::default()).unwrap();
+    let engine = CourierEngine::new(&test_engine_config()).unwrap();
     let plugin = courier_host::Plugin::load(&engine, &plugin_file("probe"), |_| {
         Ok(PluginSettings::default())
     })
@@ -196,7 +196,7 @@ fn guest_output_becomes_log_events_tagged_with_plugin_and_message() {
         }
     }
 
-    let engine = CourierEngine::new(&EngineConfig::default()).unwrap();
+    let engine = CourierEngine::new(&test_engine_config()).unwrap();
     let plugin = courier_host::Plugin::load(&engine, &plugin_file("probe"), |_| {
         Ok(PluginSettings::default())
     })
