@@ -4,7 +4,7 @@
 //! | route                           | what                                              |
 //! |---------------------------------|---------------------------------------------------|
 //! | `GET /healthz`                  | the process is alive                              |
-//! | `GET /readyz`                   | plugins are loaded and the host is not draining   |
+//! | `GET /readyz`                   | broker connected, plugins loaded, not draining    |
 //! | `GET /v1/plugins`               | loaded plugins: version, digest, counts, …        |
 //! | `POST /v1/plugins`              | deploy the `.wasm` in the body (named by itself)  |
 //! | `PUT /v1/plugins/{name}`        | deploy the `.wasm` in the body as plugin `name`   |
@@ -13,6 +13,7 @@
 //! | `GET /v1/refused`               | plugin files refused, with the reason             |
 //! | `POST /v1/messages`             | publish (or send, with `destination`) a [`PublishRequest`] |
 //! | `GET /v1/stats`                 | counters by message type and plugin               |
+//! | `GET /metrics`                  | Prometheus metrics (see `docs/operations.md`)     |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +63,7 @@ pub fn app(state: AdminState) -> Router {
         .route("/v1/refused", get(refused))
         .route("/v1/messages", post(post_message))
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -91,6 +93,9 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
 async fn ready(State(state): State<AdminState>) -> Response {
     if state.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    if !state.host.broker_connected() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "broker not connected").into_response();
     }
     if state.host.plugins().is_empty() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no plugin loaded").into_response();
@@ -271,4 +276,15 @@ async fn post_message(
 
 async fn stats(State(state): State<AdminState>) -> Json<crate::stats::Summary> {
     Json(state.host.summary())
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.host.metrics_text().await,
+    )
+        .into_response()
 }

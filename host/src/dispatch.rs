@@ -59,6 +59,7 @@ struct Runner {
     stop: CancellationToken,
     tasks: TaskTracker,
     shape: RunnerShape,
+    switch: Option<Arc<KillSwitch>>,
 }
 
 /// The settings a runner is built from: a version that changes them needs a new runner.
@@ -138,10 +139,14 @@ impl Dispatcher {
         let concurrency = shape.concurrency;
         let prefetch = prefetch_for(concurrency);
         let consumer = self.transport.consume(&endpoint.queue, prefetch).await?;
+        let switch = shape
+            .kill_switch
+            .map(|config| Arc::new(KillSwitch::new(plugin.name(), config)));
         let runner = Runner {
             stop: self.stop.child_token(),
             tasks: TaskTracker::new(),
             shape,
+            switch: switch.clone(),
         };
         tracing::info!(
             plugin = plugin.name(),
@@ -154,9 +159,6 @@ impl Dispatcher {
         // One pump takes deliveries from the consumer and hands each to whichever lane is
         // free. The hand-off holds one delivery; the prefetch bounds the rest.
         let (handoff, deliveries) = async_channel::bounded(1);
-        let switch = shape
-            .kill_switch
-            .map(|config| Arc::new(KillSwitch::new(plugin.name(), config)));
         runner.tasks.spawn(self.clone().pump(
             consumer,
             handoff,
@@ -193,6 +195,22 @@ impl Dispatcher {
             .unwrap_or_else(PoisonError::into_inner)
             .get(queue)
             .map(|runner| runner.shape)
+    }
+
+    /// Each consuming queue: its prefetch, and whether its kill switch (if any) is open.
+    pub fn consumers(&self) -> Vec<(String, u16, Option<bool>)> {
+        self.runners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(queue, runner)| {
+                (
+                    queue.clone(),
+                    prefetch_for(runner.shape.concurrency),
+                    runner.switch.as_ref().map(|switch| switch.is_open()),
+                )
+            })
+            .collect()
     }
 
     /// Stops consuming `queue` and waits until every delivery taken from it is settled.
@@ -391,7 +409,7 @@ impl Dispatcher {
                 );
                 self.stats.record(
                     &envelope.message_type,
-                    Some(plugin.name()),
+                    Some(plugin.label()),
                     Event::Duplicate,
                 );
                 true
@@ -488,6 +506,12 @@ impl Dispatcher {
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "handled"
             );
+            self.stats.metrics().handler_call(
+                plugin.name(),
+                plugin.version(),
+                started.elapsed(),
+                invocation.instantiation,
+            );
             let decision =
                 recoverability::decide(&invocation.outcome, envelope.attempt, &settings.retry);
             if !matches!(decision, Decision::Complete)
@@ -512,7 +536,7 @@ impl Dispatcher {
             );
             self.stats.record(
                 &delivery.envelope.message_type,
-                Some(plugin.name()),
+                Some(plugin.label()),
                 Event::Retried,
             );
             delivery.envelope.attempt = delivery.envelope.attempt.saturating_add(1);
@@ -553,7 +577,7 @@ impl Dispatcher {
                     "handling failed; the message will be delivered again after a delay"
                 );
                 self.stats
-                    .record(&envelope.message_type, Some(plugin.name()), Event::Retried);
+                    .record(&envelope.message_type, Some(plugin.label()), Event::Retried);
                 self.requeue(delivery, Some(delay)).await;
             }
             Step::Decided(Decision::DeadLetter { reason, error }, _) => {
@@ -585,7 +609,7 @@ impl Dispatcher {
             );
             self.stats.record(
                 &delivery.envelope.message_type,
-                Some(plugin.name()),
+                Some(plugin.label()),
                 Event::Retried,
             );
             return self.requeue(delivery, None).await;
@@ -595,7 +619,7 @@ impl Dispatcher {
         }
         self.stats.record(
             &delivery.envelope.message_type,
-            Some(plugin.name()),
+            Some(plugin.label()),
             Event::Handled,
         );
         // Recorded before the ack: a crash in between leaves a redelivery the inbox catches.
@@ -687,7 +711,7 @@ impl Dispatcher {
             DeadLetter::Expired => Event::Expired,
         };
         self.stats
-            .record(&envelope.message_type, Some(plugin.name()), event);
+            .record(&envelope.message_type, Some(plugin.label()), event);
         ack(delivery).await;
     }
 }

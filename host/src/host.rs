@@ -16,6 +16,7 @@ use crate::config::{BrokerUrl, HostConfig};
 use crate::dispatch::Dispatcher;
 use crate::engine::CourierEngine;
 use crate::inbox::{self, Inbox};
+use crate::metrics::Present;
 use crate::plugin::Plugin;
 use crate::publish::PublishRequest;
 use crate::registry::Registry;
@@ -23,6 +24,9 @@ use crate::stats::{Event, Stats, Summary};
 use crate::transport::amqp::AmqpTransport;
 use crate::transport::memory::MemoryBroker;
 use crate::transport::{Outbound, Transport};
+
+/// How long a scrape of `/metrics` waits for the broker to tell a queue's depth.
+const QUEUE_DEPTH_PATIENCE: Duration = Duration::from_millis(500);
 
 /// A plugin file that was refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -220,6 +224,39 @@ impl Host {
         self.dispatcher.drain().await;
         self.transport.close().await;
         tracing::info!("drained");
+    }
+
+    /// The metrics in the Prometheus text format, with the gauges read now.
+    pub async fn metrics_text(&self) -> String {
+        let consumers = self.dispatcher.consumers();
+        let mut present = Present {
+            in_flight: self.dispatcher.in_flight(),
+            broker_connected: self.transport.is_connected(),
+            ..Present::default()
+        };
+        for (queue, prefetch, switch) in consumers {
+            // A broker that does not answer soon leaves the depth out rather than the scrape
+            // waiting for it.
+            let ready = tokio::time::timeout(
+                QUEUE_DEPTH_PATIENCE,
+                self.transport.ready_count(std::slice::from_ref(&queue)),
+            )
+            .await;
+            if let Ok(Ok(ready)) = ready {
+                present.queue_ready.push((queue.clone(), ready));
+            }
+            if let Some(open) = switch {
+                present.kill_switch_open.push((queue.clone(), open));
+            }
+            present.prefetch.push((queue, prefetch));
+        }
+        self.stats.metrics().set_present(&present);
+        self.stats.metrics().encode()
+    }
+
+    /// Whether the broker connection is up.
+    pub fn broker_connected(&self) -> bool {
+        self.transport.is_connected()
     }
 
     /// What the host did so far.

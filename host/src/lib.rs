@@ -30,6 +30,7 @@ pub mod host;
 pub mod inbox;
 pub mod inspect;
 pub mod killswitch;
+pub mod metrics;
 pub mod outbox;
 pub mod plugin;
 pub mod publish;

@@ -56,6 +56,8 @@ pub enum Outcome {
 pub struct Invocation {
     pub outcome: Outcome,
     pub outbox: Vec<Outbound>,
+    /// How long creating the instance took, when the call created one.
+    pub instantiation: Option<Duration>,
 }
 
 /// A reusable instance (for `instance = "reuse"`), with the number of messages it handled.
@@ -179,6 +181,11 @@ impl Plugin {
         &self.info.version
     }
 
+    /// Name and version, as metrics and counters label a plugin.
+    pub fn label(&self) -> (&str, &str) {
+        (&self.info.name, &self.info.version)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -257,9 +264,12 @@ impl Plugin {
     }
 
     fn invoke_in_fresh(&self, message: &wit::Message, parent: Parent) -> Invocation {
+        let started = std::time::Instant::now();
         let mut store = self.new_store();
         store.data_mut().begin(parent);
-        let result = self.pre.instantiate(&mut store).and_then(|bindings| {
+        let instance = self.pre.instantiate(&mut store);
+        let instantiation = Some(started.elapsed());
+        let result = instance.and_then(|bindings| {
             bindings
                 .courier_bus_handler()
                 .call_handle(&mut store, message)
@@ -269,6 +279,7 @@ impl Plugin {
         Invocation {
             outcome: self.outcome(result),
             outbox,
+            instantiation,
         }
     }
 
@@ -278,15 +289,19 @@ impl Plugin {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
+        let mut instantiation = None;
         let warm = match pooled {
             Some(warm) => Ok(warm),
             None => {
+                let started = std::time::Instant::now();
                 let mut store = self.new_store();
-                self.pre.instantiate(&mut store).map(|bindings| Warm {
+                let created = self.pre.instantiate(&mut store).map(|bindings| Warm {
                     store,
                     bindings,
                     uses: 0,
-                })
+                });
+                instantiation = Some(started.elapsed());
+                created
             }
         };
         let mut warm = match warm {
@@ -295,6 +310,7 @@ impl Plugin {
                 return Invocation {
                     outcome: self.outcome(Err(error)),
                     outbox: Vec::new(),
+                    instantiation,
                 };
             }
         };
@@ -317,7 +333,11 @@ impl Plugin {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(warm);
         }
-        Invocation { outcome, outbox }
+        Invocation {
+            outcome,
+            outbox,
+            instantiation,
+        }
     }
 
     fn new_store(&self) -> Store<HostState> {

@@ -1,10 +1,12 @@
-//! Counters of what the host did, by message type and by plugin: the run summary, and what
-//! the admin API reports.
+//! Counters of what the host did, by message type and by plugin: the run summary, what the
+//! admin API reports, and the Prometheus metrics fed from the same events.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
+
+use crate::metrics::Metrics;
 
 /// What happened to messages of one type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -43,6 +45,7 @@ pub struct Summary {
 #[derive(Debug, Default)]
 pub struct Stats {
     inner: Mutex<Summary>,
+    metrics: Metrics,
 }
 
 /// One event to count.
@@ -58,8 +61,11 @@ pub enum Event {
 }
 
 impl Stats {
-    /// Counts `event` for a message of `message_type`, handled (or not) by `plugin`.
-    pub fn record(&self, message_type: &str, plugin: Option<&str>, event: Event) {
+    /// Counts `event` for a message of `message_type`, handled (or not) by `plugin`, given as
+    /// its name and version ([`crate::plugin::Plugin::label`]).
+    pub fn record(&self, message_type: &str, plugin: Option<(&str, &str)>, event: Event) {
+        self.metrics.record(message_type, plugin, event);
+        let plugin = plugin.map(|(name, _)| name);
         let mut summary = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let counts = match summary.by_type.get_mut(message_type) {
             Some(counts) => counts,
@@ -85,6 +91,11 @@ impl Stats {
                 Event::Published | Event::Skipped | Event::Expired | Event::Duplicate => {}
             }
         }
+    }
+
+    /// The metrics, for what is not an event of a message.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn summary(&self) -> Summary {
@@ -138,8 +149,8 @@ mod tests {
     fn events_are_counted_by_type_and_plugin() {
         let stats = Stats::default();
         stats.record("urn:message:A:B", None, Event::Published);
-        stats.record("urn:message:A:B", Some("p"), Event::Handled);
-        stats.record("urn:message:A:B", Some("p"), Event::Retried);
+        stats.record("urn:message:A:B", Some(("p", "1.0.0")), Event::Handled);
+        stats.record("urn:message:A:B", Some(("p", "1.0.0")), Event::Retried);
         let summary = stats.summary();
         assert_eq!(summary.of("urn:message:A:B").published, 1);
         assert_eq!(summary.of("urn:message:A:B").handled, 1);

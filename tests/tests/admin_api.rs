@@ -124,3 +124,112 @@ async fn with_a_token_every_route_but_health_requires_it() {
         "a draining host is not ready"
     );
 }
+
+/// The value of the sample `series` (name and labels, as written) in a scrape.
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{scrape}"))
+}
+
+async fn scrape(router: &axum::Router) -> String {
+    let response = router
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_messages_flow() {
+    let host = host_with(
+        "[defaults]\nconcurrency = 1\nimmediate_retries = 0\nredelivery_delays_ms = [10]\n",
+        &["probe"],
+    )
+    .await;
+    let router = app(AdminState {
+        host: Arc::clone(&host),
+        token: None,
+        draining: Arc::new(AtomicBool::new(false)),
+    });
+    let before = scrape(&router).await;
+    assert_eq!(sample(&before, "courier_in_flight"), 0.0);
+    assert_eq!(sample(&before, "courier_broker_connected"), 1.0);
+    assert_eq!(
+        sample(&before, "courier_consumer_prefetch{plugin=\"probe\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(&before, "courier_queue_ready_messages{queue=\"probe\"}"),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &before,
+            "courier_plugin_reloads_total{plugin=\"probe\",outcome=\"added\"}"
+        ),
+        1.0
+    );
+    assert!(!before.contains("courier_messages_total{"), "{before}");
+
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Pong")]).await;
+    for n in 0..3 {
+        publish(&host, &test_type("Ping"), serde_json::json!({ "n": n })).await;
+    }
+    tap.take(3).await;
+    publish(
+        &host,
+        &test_type("PublishThenFail"),
+        serde_json::json!({ "mode": "retry" }),
+    )
+    .await;
+    drain_queue(&host, "probe_error", 1).await;
+    host.wait_until_idle(std::time::Duration::from_millis(20))
+        .await
+        .unwrap();
+
+    let after = scrape(&router).await;
+    let messages = |t: &str, outcome: &str| {
+        sample(
+            &after,
+            &format!(
+                "courier_messages_total{{plugin=\"probe\",version=\"0.1.0\",type=\"{}\",outcome=\"{outcome}\"}}",
+                test_type(t)
+            ),
+        )
+    };
+    assert_eq!(messages("Ping", "handled"), 3.0);
+    assert_eq!(messages("PublishThenFail", "retried"), 1.0);
+    assert_eq!(messages("PublishThenFail", "dead_lettered"), 1.0);
+    assert_eq!(
+        sample(
+            &after,
+            &format!("courier_published_total{{type=\"{}\"}}", test_type("Pong"))
+        ),
+        3.0
+    );
+    let calls = "courier_handler_duration_seconds_count{plugin=\"probe\",version=\"0.1.0\"}";
+    assert_eq!(
+        sample(&after, calls),
+        5.0,
+        "three pings, two failed attempts"
+    );
+    assert!(
+        sample(
+            &after,
+            "courier_handler_duration_seconds_sum{plugin=\"probe\",version=\"0.1.0\"}"
+        ) > 0.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "courier_instantiation_duration_seconds_count{plugin=\"probe\",version=\"0.1.0\"}"
+        ),
+        5.0
+    );
+    assert_eq!(sample(&after, "courier_in_flight"), 0.0);
+}

@@ -482,3 +482,54 @@ async fn recoverability_holds_through_kills_disconnects_and_a_broker_restart() {
     client.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_unready_while_the_broker_is_stopped_and_ready_after() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use courier_host::admin::{AdminState, app};
+    use tower::ServiceExt as _;
+
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let vhost = Vhost::new("readyz");
+    let host = amqp_host_with(&vhost, "", &["probe"]).await;
+    let router = app(AdminState {
+        host: Arc::clone(&host),
+        token: None,
+        draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    });
+    let ready = |router: axum::Router| async move {
+        router
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    };
+    let wait_for = |wanted: StatusCode| {
+        let router = router.clone();
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            while ready(router.clone()).await != wanted {
+                assert!(Instant::now() < deadline, "/readyz never answered {wanted}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(StatusCode::OK).await;
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]))
+        .await
+        .unwrap();
+    wait_for(StatusCode::SERVICE_UNAVAILABLE).await;
+    tokio::task::spawn_blocking(|| {
+        rabbitmqctl(&["start_app"]);
+        rabbitmqctl(&["await_startup"]);
+    })
+    .await
+    .unwrap();
+    wait_for(StatusCode::OK).await;
+    // And it works again: a ping is answered.
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Pong")]).await;
+    publish(&host, &test_type("Ping"), serde_json::json!({ "n": 1 })).await;
+    assert_eq!(body_json(&tap.next().await)["n"], 1);
+    host.shutdown().await;
+}

@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use super::Host;
 use crate::dispatch::RunnerShape;
+use crate::metrics::Reload;
 use crate::plugin::Plugin;
 use crate::registry::Version;
 use crate::transport::Endpoint;
@@ -87,7 +88,26 @@ impl Host {
             Ok(_) => self.clear_refusal(path),
             Err(error) => self.note_refusal(path, error),
         }
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        self.count_reload(&stem, &result, false);
         result
+    }
+
+    /// Counts a deployment in the metrics: by plugin (or, refused, by what names it) and outcome.
+    fn count_reload(&self, name: &str, result: &Result<Deployed>, rollback: bool) {
+        let (name, outcome) = match result {
+            Err(_) => (name, Reload::refused),
+            Ok(done) => {
+                let outcome = match done.change {
+                    DeployChange::Added => Reload::added,
+                    DeployChange::Unchanged => Reload::unchanged,
+                    DeployChange::Swapped { .. } if rollback => Reload::rolled_back,
+                    DeployChange::Swapped { .. } => Reload::swapped,
+                };
+                (done.plugin.name(), outcome)
+            }
+        };
+        self.stats.metrics().reload(name, outcome);
     }
 
     /// Deploys an uploaded component: checked like a file, then written into the plugins
@@ -98,6 +118,12 @@ impl Host {
         expected: Option<&str>,
         bytes: Vec<u8>,
     ) -> Result<Deployed> {
+        let result = self.upload(expected, bytes).await;
+        self.count_reload(expected.unwrap_or("(upload)"), &result, false);
+        result
+    }
+
+    async fn upload(self: &Arc<Self>, expected: Option<&str>, bytes: Vec<u8>) -> Result<Deployed> {
         let _one = self.deploying.lock().await;
         let started = Instant::now();
         let bytes: Arc<[u8]> = bytes.into();
@@ -140,6 +166,12 @@ impl Host {
     /// Makes the version before the current one current again, and writes it back into the
     /// plugin's file. The version it replaces becomes the one a further rollback returns to.
     pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<Deployed> {
+        let result = self.roll_back(name).await;
+        self.count_reload(name, &result, true);
+        result
+    }
+
+    async fn roll_back(self: &Arc<Self>, name: &str) -> Result<Deployed> {
         let _one = self.deploying.lock().await;
         let started = Instant::now();
         let slot = self.loaded(name)?;
@@ -350,6 +382,7 @@ impl Host {
         self.dispatcher.retire(&name).await;
         let removed = self.registry.remove(&name).unwrap_or(plugin);
         removed.retire();
+        self.stats.metrics().reload(&name, Reload::removed);
         tracing::info!(
             plugin = %name,
             version = removed.version(),

@@ -57,6 +57,9 @@ struct Inner {
     endpoints: Mutex<Vec<Endpoint>>,
     generation: AtomicU64,
     closed: AtomicBool,
+    /// Whether the last look at the link found it open (publishers and consumers look at it
+    /// whenever they use it, and consumers as soon as their connection drops).
+    connected: AtomicBool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -95,6 +98,7 @@ impl AmqpTransport {
                 endpoints: Mutex::default(),
                 generation: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                connected: AtomicBool::new(false),
             }),
         };
         let patience = transport.inner.connect_timeout();
@@ -130,6 +134,7 @@ impl Inner {
                 if let Some(link) = current.as_ref().filter(|link| link.is_open()) {
                     return Ok(link.clone());
                 }
+                self.connected.store(false, Ordering::SeqCst);
                 if self.closed.load(Ordering::SeqCst) {
                     bail!("the connection to {} is closed", self.shown);
                 }
@@ -139,6 +144,7 @@ impl Inner {
                             tracing::info!(broker = %self.shown, "reconnected to the broker");
                         }
                         *current = Some(link.clone());
+                        self.connected.store(true, Ordering::SeqCst);
                         return Ok(link);
                     }
                     Err(error) => error,
@@ -509,6 +515,10 @@ impl Transport for AmqpTransport {
             tracing::debug!(%error, "closing a channel");
         }
         Ok(ready)
+    }
+
+    fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::SeqCst)
     }
 
     fn describe(&self) -> String {

@@ -133,6 +133,11 @@ pub trait Transport: Send + Sync + 'static {
     /// Messages ready in the given queues (not counting those delivered and not yet settled).
     async fn ready_count(&self, queues: &[String]) -> Result<u64>;
 
+    /// Whether the host is connected to the broker now, as far as it knows without asking.
+    fn is_connected(&self) -> bool {
+        true
+    }
+
     /// Closes the connection once the host has drained.
     async fn close(&self) {}
 }
