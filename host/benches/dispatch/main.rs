@@ -16,6 +16,9 @@
 //!    and latency at 50% and 90% of the native peak (see `rabbitmq.rs`). It needs the local
 //!    broker (`COURIER_BENCH_BROKER`, default `amqp://guest:guest@127.0.0.1:5672`) and
 //!    `rabbitmqctl`; `--no-rabbitmq` leaves it out.
+//! 4. hot reload (see `reload.rs`): swap latency on the embedded broker, from the cache and
+//!    cold, and the throughput of a queue on RabbitMQ with 12 swaps beside none (the latter left
+//!    out by `--no-rabbitmq`); `--no-reload` leaves both out.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -24,6 +27,7 @@
 )]
 
 mod rabbitmq;
+mod reload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -323,10 +327,17 @@ fn main() {
     let mut rows = Vec::new();
     per_message_costs(quick, &mut rows);
     broker_throughput(quick, &mut rows);
+    let reload = !std::env::args().any(|a| a == "--no-reload");
+    if reload {
+        reload::swap_latency(quick, &mut rows);
+    }
     if !std::env::args().any(|a| a == "--no-rabbitmq") {
         let broker = std::env::var("COURIER_BENCH_BROKER")
             .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
         rabbitmq::run(quick, &broker, &mut rows);
+        if reload {
+            reload::throughput_with_swaps(quick, &broker, &mut rows);
+        }
     }
 
     println!(
