@@ -242,30 +242,32 @@ impl Metrics {
             .set(i64::try_from(present.in_flight).unwrap_or(i64::MAX));
         self.broker_connected
             .set(i64::from(present.broker_connected));
-        self.prefetch.clear();
-        for (plugin, prefetch) in &present.prefetch {
-            self.prefetch
-                .get_or_create(&PluginLabels {
-                    plugin: plugin.clone(),
-                })
-                .set(i64::from(*prefetch));
-        }
-        self.queue_ready.clear();
-        for (queue, ready) in &present.queue_ready {
-            self.queue_ready
-                .get_or_create(&QueueLabels {
+        let plugin = |name: &String| PluginLabels {
+            plugin: name.clone(),
+        };
+        replace_all(
+            &self.prefetch,
+            present
+                .prefetch
+                .iter()
+                .map(|(name, prefetch)| (plugin(name), i64::from(*prefetch))),
+        );
+        replace_all(
+            &self.queue_ready,
+            present.queue_ready.iter().map(|(queue, ready)| {
+                let labels = QueueLabels {
                     queue: queue.clone(),
-                })
-                .set(i64::try_from(*ready).unwrap_or(i64::MAX));
-        }
-        self.kill_switch_open.clear();
-        for (plugin, open) in &present.kill_switch_open {
-            self.kill_switch_open
-                .get_or_create(&PluginLabels {
-                    plugin: plugin.clone(),
-                })
-                .set(i64::from(*open));
-        }
+                };
+                (labels, i64::try_from(*ready).unwrap_or(i64::MAX))
+            }),
+        );
+        replace_all(
+            &self.kill_switch_open,
+            present
+                .kill_switch_open
+                .iter()
+                .map(|(name, open)| (plugin(name), i64::from(*open))),
+        );
     }
 
     /// Everything, in the Prometheus text format.
@@ -274,6 +276,17 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Sets a family of gauges to exactly `values`: series not in it (a plugin removed) go.
+fn replace_all<L>(family: &Family<L, Gauge>, values: impl Iterator<Item = (L, i64)>)
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    family.clear();
+    for (labels, value) in values {
+        family.get_or_create(&labels).set(value);
     }
 }
 

@@ -121,7 +121,7 @@ async fn connect(url: &str) -> Connection {
         .expect("RabbitMQ is reachable")
 }
 
-async fn declare_exchange(channel: &Channel, name: &str) {
+pub(crate) async fn declare_exchange(channel: &Channel, name: &str) {
     channel
         .exchange_declare(
             name.into(),

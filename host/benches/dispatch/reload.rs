@@ -32,17 +32,15 @@ use courier_host::transport::{Endpoint, wire};
 use courier_host::watch::DirWatcher;
 use courier_host::{CourierEngine, Envelope, Host, HostConfig, Plugin, PublishRequest, Transport};
 use futures_lite::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ConnectionProperties};
 use serde::Deserialize;
 use serde_json::json;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
-use super::rabbitmq::Vhost;
+use super::rabbitmq::{Vhost, declare_exchange};
 use super::{Row, plugin_file};
 
 const PING: &str = "urn:message:Test:Ping";
@@ -529,18 +527,7 @@ async fn start_sink(url: &str) -> (Arc<Mutex<Stamps>>, Connection) {
         .expect("RabbitMQ is reachable");
     let channel = connection.create_channel().await.unwrap();
     let exchange = wire::exchange_for(STAMPED);
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    declare_exchange(&channel, exchange).await;
     channel
         .queue_declare(
             "bench-sink".into(),

@@ -206,6 +206,16 @@ impl Inner {
         Ok(link)
     }
 
+    /// A channel of its own for a request that may fail: a failed request closes its channel,
+    /// which must not be the publisher's.
+    async fn side_channel(&self) -> Result<Channel> {
+        let link = self.link(Some(self.connect_timeout())).await?;
+        link.connection
+            .create_channel()
+            .await
+            .context("cannot open a channel")
+    }
+
     fn queue_arguments(&self) -> FieldTable {
         let mut arguments = FieldTable::default();
         let kind = match self.config.queue_type {
@@ -446,13 +456,7 @@ impl Transport for AmqpTransport {
             .iter_mut()
             .filter(|known| known.queue == queue)
             .for_each(|known| known.subscriptions.retain(|t| !message_types.contains(t)));
-        let link = self.inner.link(Some(self.inner.connect_timeout())).await?;
-        // A channel of its own: an error closes the channel, which must not be the publisher's.
-        let channel = link
-            .connection
-            .create_channel()
-            .await
-            .context("cannot open a channel")?;
+        let channel = self.inner.side_channel().await?;
         for message_type in message_types {
             let exchange = exchange_for(message_type);
             channel
@@ -465,9 +469,7 @@ impl Transport for AmqpTransport {
                 .await
                 .with_context(|| format!("cannot unbind queue `{queue}` from `{exchange}`"))?;
         }
-        if let Err(error) = channel.close(200, "done".into()).await {
-            tracing::debug!(%error, "closing a channel");
-        }
+        close_quietly(channel).await;
         Ok(())
     }
 
@@ -488,14 +490,8 @@ impl Transport for AmqpTransport {
     }
 
     async fn ready_count(&self, queues: &[String]) -> Result<u64> {
-        let link = self.inner.link(Some(self.inner.connect_timeout())).await?;
-        // A channel of its own: asking about a queue that does not exist makes the broker
-        // close the channel, which must not be the publisher's.
-        let channel = link
-            .connection
-            .create_channel()
-            .await
-            .context("cannot open a channel")?;
+        // Asking about a queue that does not exist makes the broker close the channel.
+        let channel = self.inner.side_channel().await?;
         let mut ready = 0;
         for queue in queues {
             let declared = channel
@@ -511,9 +507,7 @@ impl Transport for AmqpTransport {
                 .with_context(|| format!("cannot look at queue `{queue}`"))?;
             ready += u64::from(declared.message_count());
         }
-        if let Err(error) = channel.close(200, "done".into()).await {
-            tracing::debug!(%error, "closing a channel");
-        }
+        close_quietly(channel).await;
         Ok(ready)
     }
 
@@ -695,5 +689,12 @@ impl Acker for AmqpAcker {
                     .with_context(|| format!("cannot return a delivery to `{}`", self.queue))
             }
         }
+    }
+}
+
+/// Closes a channel that served its purpose; an error only means it is already gone.
+async fn close_quietly(channel: Channel) {
+    if let Err(error) = channel.close(200, "done".into()).await {
+        tracing::debug!(%error, "closing a channel");
     }
 }
