@@ -11,6 +11,9 @@
 //! | `DELETE /v1/plugins/{name}`     | remove a plugin (drained, unbound, file deleted)  |
 //! | `POST /v1/plugins/{name}/rollback` | back to the version before the current one     |
 //! | `GET /v1/refused`               | plugin files refused, with the reason             |
+//! | `GET /v1/errors/{queue}`        | the messages of `<queue>_error` (embedded broker)  |
+//! | `POST /v1/errors/{queue}/replay`| `{"ids": […]}` back to their queue (embedded broker) |
+//! | `POST /v1/errors/{queue}/purge` | `{"ids": […]}` removed (embedded broker)          |
 //! | `POST /v1/messages`             | publish (or send, with `destination`) a [`PublishRequest`] |
 //! | `GET /v1/stats`                 | counters by message type and plugin               |
 //! | `GET /metrics`                  | Prometheus metrics (see `docs/operations.md`)     |
@@ -25,7 +28,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::CodeSource;
 use crate::host::{DeployChange, Deployed, Host, Refusal};
@@ -61,6 +64,9 @@ pub fn app(state: AdminState) -> Router {
         )
         .route("/v1/plugins/{name}/rollback", post(rollback_plugin))
         .route("/v1/refused", get(refused))
+        .route("/v1/errors/{queue}", get(list_errors))
+        .route("/v1/errors/{queue}/replay", post(replay_errors))
+        .route("/v1/errors/{queue}/purge", post(purge_errors))
         .route("/v1/messages", post(post_message))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
@@ -271,6 +277,72 @@ async fn post_message(
             Json(ErrorBody::new(format!("{error:#}"))),
         )
             .into_response(),
+    }
+}
+
+/// The messages a replay or purge acts on.
+#[derive(Debug, Deserialize)]
+struct Ids {
+    ids: Vec<String>,
+}
+
+/// What the embedded broker's error queue commands did to how many messages.
+#[derive(Debug, Serialize)]
+struct Moved {
+    replayed: Option<usize>,
+    purged: Option<usize>,
+}
+
+/// Error queues are read through the API only on the embedded broker.
+fn not_here(error: &anyhow::Error) -> Response {
+    (
+        StatusCode::CONFLICT,
+        Json(ErrorBody::new(format!("{error:#}"))),
+    )
+        .into_response()
+}
+
+async fn list_errors(State(state): State<AdminState>, Path(queue): Path<String>) -> Response {
+    match state.host.error_messages(&queue) {
+        Ok(messages) => Json(messages).into_response(),
+        Err(error) => not_here(&error),
+    }
+}
+
+async fn replay_errors(
+    State(state): State<AdminState>,
+    Path(queue): Path<String>,
+    Json(ids): Json<Ids>,
+) -> Response {
+    if let Err(error) = state.host.embedded_only() {
+        return not_here(&error);
+    }
+    match state.host.replay_errors(&queue, &ids.ids).await {
+        Ok(replayed) => Json(Moved {
+            replayed: Some(replayed),
+            purged: None,
+        })
+        .into_response(),
+        Err(error) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(ErrorBody::new(format!("{error:#}"))),
+        )
+            .into_response(),
+    }
+}
+
+async fn purge_errors(
+    State(state): State<AdminState>,
+    Path(queue): Path<String>,
+    Json(ids): Json<Ids>,
+) -> Response {
+    match state.host.purge_errors(&queue, &ids.ids) {
+        Ok(purged) => Json(Moved {
+            replayed: None,
+            purged: Some(purged),
+        })
+        .into_response(),
+        Err(error) => not_here(&error),
     }
 }
 

@@ -30,6 +30,7 @@ pub struct HostConfig {
     pub memory_broker: MemoryBrokerConfig,
     pub amqp: AmqpConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
     pub reload: ReloadConfig,
     /// De-duplication of redelivered messages (RabbitMQ only).
     pub inbox: InboxConfig,
@@ -181,11 +182,79 @@ impl Default for LogConfig {
     }
 }
 
+/// Traces: a span per handled message, exported over OTLP when an endpoint is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP receiver, e.g. `http://otel-collector:4318`; `/v1/traces` is
+    /// appended. Unset: no spans leave the process (they still give log lines their context).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of new traces recorded, 0.0 to 1.0. A message that arrives with a trace context
+    /// follows its sender's decision.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: "courier".to_owned(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The URL spans are posted to, if export is on.
+    pub fn traces_url(&self) -> Option<String> {
+        let base = self.otlp_endpoint.as_deref()?.trim_end_matches('/');
+        Some(format!("{base}/v1/traces"))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let rest = endpoint.strip_prefix("http://").with_context(|| {
+                format!(
+                    "telemetry.otlp_endpoint `{endpoint}` must be an http:// URL \
+                     (OTLP over HTTP; for TLS, export through a local collector)"
+                )
+            })?;
+            if rest.is_empty() || rest.starts_with('/') {
+                bail!("telemetry.otlp_endpoint `{endpoint}` names no host");
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            bail!("telemetry.service_name must not be empty");
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            bail!(
+                "telemetry.sample_ratio = {} is out of range: 0.0 to 1.0",
+                self.sample_ratio
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Human,
     Json,
+}
+
+/// What becomes of a message whose expiry time passed before it was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpiredPolicy {
+    /// Moved to `<queue>_expired` with the fault headers, where it can be looked at.
+    #[default]
+    DeadLetter,
+    /// Acknowledged and counted, not kept. What the broker itself expired into
+    /// `<queue>_expired` is taken from there and dropped too.
+    Drop,
 }
 
 /// Whether a plugin gets a fresh instance per message or reuses one.
@@ -222,6 +291,8 @@ pub struct PluginOverrides {
     /// The redelivery delays as an exponential series instead of a list.
     pub redelivery_backoff: Option<Backoff>,
     pub instance: Option<InstancePolicy>,
+    /// `dead-letter` (the default) or `drop`: what becomes of an expired message.
+    pub expired: Option<ExpiredPolicy>,
     /// With `instance = "reuse"`: messages an instance handles before it is replaced.
     pub recycle_after: Option<u64>,
     /// Pause consumption while the plugin fails too often; off unless set.
@@ -327,6 +398,7 @@ pub struct PluginSettings {
     pub retry: RetryPolicy,
     pub kill_switch: Option<KillSwitchConfig>,
     pub instance: InstancePolicy,
+    pub expired: ExpiredPolicy,
     pub recycle_after: u64,
     pub config: BTreeMap<String, String>,
 }
@@ -342,6 +414,7 @@ impl Default for PluginSettings {
             retry: RetryPolicy::default(),
             kill_switch: None,
             instance: InstancePolicy::Fresh,
+            expired: ExpiredPolicy::DeadLetter,
             recycle_after: 10_000,
             config: BTreeMap::new(),
         }
@@ -433,6 +506,9 @@ impl PluginOverrides {
         if let Some(v) = self.instance {
             settings.instance = v;
         }
+        if let Some(v) = self.expired {
+            settings.expired = v;
+        }
         if let Some(v) = self.kill_switch {
             v.validate(&key("kill_switch"))?;
             settings.kill_switch = Some(v);
@@ -510,6 +586,7 @@ impl HostConfig {
         )?;
         ensure_range("engine.max_memory_mib", self.engine.max_memory_mib, 1, 4096)?;
         self.inbox.validate()?;
+        self.telemetry.validate()?;
         ensure_range("engine.epoch_tick_ms", self.engine.epoch_tick_ms, 1, 1000)?;
         if self.engine.cache && self.engine.cache_dir.as_os_str().is_empty() {
             bail!("engine.cache_dir must not be empty while engine.cache is on");
@@ -753,6 +830,15 @@ mod tests {
             (
                 "[defaults]\nredelivery_backoff = { first_ms = 100, max_ms = 50, count = 2 }",
                 "defaults.redelivery_backoff.max_ms = 50 is out of range",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"https://collector:4318\"",
+                "telemetry.otlp_endpoint `https://collector:4318` must be an http:// URL",
+            ),
+            ("[defaults]\nexpired = \"keep\"", "unknown variant `keep`"),
+            (
+                "[telemetry]\nsample_ratio = 1.5",
+                "telemetry.sample_ratio = 1.5 is out of range",
             ),
         ];
         for (text, expected) in cases {

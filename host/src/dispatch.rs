@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
+use crate::config::ExpiredPolicy;
 use crate::envelope::{is_known_content_type, now_ms};
 use crate::inbox::Inbox;
 use crate::killswitch::{Admission, KillSwitch, KillSwitchConfig};
@@ -35,6 +37,7 @@ use crate::plugin::Plugin;
 use crate::recoverability::{self, Decision, FIRST_FAILURE_HEADER, FaultSource};
 use crate::registry::PluginSlot;
 use crate::stats::{Event, Stats};
+use crate::telemetry;
 use crate::transport::{Consumer, DeadLetter, Delivery, Endpoint, Outbound, Route, Transport};
 
 /// Runs the pumps of all plugins and tracks their in-flight work.
@@ -67,6 +70,8 @@ struct Runner {
 pub struct RunnerShape {
     pub concurrency: u32,
     pub kill_switch: Option<KillSwitchConfig>,
+    /// With `drop`, the runner also empties `<queue>_expired`.
+    pub expired: ExpiredPolicy,
 }
 
 impl RunnerShape {
@@ -74,6 +79,7 @@ impl RunnerShape {
         RunnerShape {
             concurrency: plugin.settings().concurrency,
             kill_switch: plugin.settings().kill_switch,
+            expired: plugin.settings().expired,
         }
     }
 }
@@ -156,6 +162,18 @@ impl Dispatcher {
             concurrency,
             "consuming"
         );
+        if shape.expired == ExpiredPolicy::Drop {
+            let expired_queue = DeadLetter::Expired.queue_for(&endpoint.queue);
+            let expired = self
+                .transport
+                .consume(&expired_queue, EXPIRED_SWEEP_PREFETCH)
+                .await?;
+            runner.tasks.spawn(self.clone().sweep_expired(
+                expired,
+                Arc::clone(&slot),
+                runner.stop.clone(),
+            ));
+        }
         // One pump takes deliveries from the consumer and hands each to whichever lane is
         // free. The hand-off holds one delivery; the prefetch bounds the rest.
         let (handoff, deliveries) = async_channel::bounded(1);
@@ -271,6 +289,38 @@ impl Dispatcher {
         }
     }
 
+    /// With `expired = "drop"`: drops what the broker expired into `<queue>_expired` (a
+    /// message whose time-to-live ran out while it waited in the input queue), counting each
+    /// as expired, until the runner stops.
+    async fn sweep_expired(
+        self,
+        mut consumer: Box<dyn Consumer>,
+        slot: Arc<PluginSlot>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => None,
+                delivery = consumer.next() => delivery,
+            };
+            let Some(delivery) = next else { break };
+            let plugin = slot.load();
+            tracing::debug!(
+                plugin = plugin.name(),
+                message_id = %delivery.envelope.id,
+                "expired in the queue: dropped"
+            );
+            self.stats.record(
+                &delivery.envelope.message_type,
+                Some(plugin.label()),
+                Event::Expired,
+            );
+            ack(delivery).await;
+        }
+        consumer.cancel().await;
+    }
+
     /// Waits until the kill switch (if any) lets a delivery through; `false` if the runner
     /// stops first.
     async fn admitted(&self, switch: Option<&KillSwitch>, stop: &CancellationToken) -> bool {
@@ -316,6 +366,9 @@ impl Dispatcher {
     }
 }
 
+/// Deliveries the sweeper of `<queue>_expired` holds at once.
+const EXPIRED_SWEEP_PREFETCH: u16 = 32;
+
 /// How often the inbox forgets what is past its retention window.
 const INBOX_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -342,6 +395,14 @@ impl Lane {
         while let Ok(delivery) = self.deliveries.recv_blocking() {
             // The version current now handles this message, even if a newer one arrives meanwhile.
             let plugin = self.slot.load_full();
+            // Everything done for this delivery, settling included, happens inside its span.
+            let span = telemetry::message_span(
+                self.dispatcher.transport.messaging_system(),
+                &self.queue,
+                plugin.label(),
+                &delivery.envelope,
+            );
+            let _entered = span.enter();
             if self
                 .dispatcher
                 .already_handled(&runtime, &plugin, &self.queue, &delivery)
@@ -358,7 +419,7 @@ impl Lane {
                     Step::Decided(decision, _) => {
                         switch.record(!matches!(decision, Decision::Complete));
                     }
-                    Step::SetAside { .. } => switch.record_set_aside(),
+                    Step::SetAside { .. } | Step::DropExpired { .. } => switch.record_set_aside(),
                 }
             }
             // Settling waits on the broker (confirms, then the ack); the lane does not. It
@@ -367,10 +428,13 @@ impl Lane {
             // delivery. The prefetch bounds what is in flight.
             let dispatcher = self.dispatcher.clone();
             let queue = self.queue.clone();
-            let mut settling = Box::pin(async move {
-                dispatcher.settle(&plugin, &queue, delivery, step).await;
-                dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
-            });
+            let mut settling = Box::pin(
+                async move {
+                    dispatcher.settle(&plugin, &queue, delivery, step).await;
+                    dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+                .instrument(span.clone()),
+            );
             if runtime
                 .block_on(futures_lite::future::poll_once(&mut settling))
                 .is_none()
@@ -399,14 +463,8 @@ impl Dispatcher {
         match runtime.block_on(inbox.seen(queue, &envelope.id)) {
             Ok(false) => false,
             Ok(true) => {
-                tracing::info!(
-                    plugin = plugin.name(),
-                    version = plugin.version(),
-                    message_id = %envelope.id,
-                    message_type = envelope.short_type(),
-                    conversation_id = %envelope.conversation_id,
-                    "handled before: acked without handling it again"
-                );
+                tracing::info!("handled before: acked without handling it again");
+                telemetry::record_outcome("duplicate", None);
                 self.stats.record(
                     &envelope.message_type,
                     Some(plugin.label()),
@@ -442,6 +500,10 @@ enum Step {
         reason: &'static str,
         error: String,
     },
+    /// Expired, and the plugin says `expired = "drop"`.
+    DropExpired {
+        error: String,
+    },
 }
 
 impl Dispatcher {
@@ -460,7 +522,10 @@ impl Dispatcher {
                 "expired at {} ms, before it was handled",
                 envelope.expires_at_ms.unwrap_or_default()
             );
-            return set_aside(DeadLetter::Expired, "expired", error);
+            return match settings.expired {
+                ExpiredPolicy::DeadLetter => set_aside(DeadLetter::Expired, "expired", error),
+                ExpiredPolicy::Drop => Step::DropExpired { error },
+            };
         }
         if !plugin.handles(&envelope.message_type) {
             let error = format!(
@@ -496,11 +561,6 @@ impl Dispatcher {
                 plugin.invoke(envelope, queue)
             };
             tracing::debug!(
-                plugin = plugin.name(),
-                version = plugin.version(),
-                message_id = %envelope.id,
-                message_type = envelope.short_type(),
-                conversation_id = %envelope.conversation_id,
                 attempt = envelope.attempt,
                 outcome = ?invocation.outcome,
                 elapsed_us = started.elapsed().as_micros() as u64,
@@ -526,10 +586,6 @@ impl Dispatcher {
             };
             // The outbox of a failed call is dropped; the next call starts clean.
             tracing::info!(
-                plugin = plugin.name(),
-                version = plugin.version(),
-                message_id = %delivery.envelope.id,
-                message_type = delivery.envelope.short_type(),
                 attempt = delivery.envelope.attempt,
                 %error,
                 "handling failed; retrying at once on a fresh instance"
@@ -556,6 +612,13 @@ impl Dispatcher {
                 self.dead_letter(plugin, queue, delivery, target, reason, &error)
                     .await;
             }
+            Step::DropExpired { error } => {
+                tracing::info!(%error, "expired: dropped");
+                telemetry::record_outcome("expired", None);
+                self.stats
+                    .record(&envelope.message_type, Some(plugin.label()), Event::Expired);
+                ack(delivery).await;
+            }
             Step::Decided(Decision::Complete, outbox) => {
                 self.complete(plugin, queue, delivery, outbox).await
             }
@@ -566,16 +629,12 @@ impl Dispatcher {
             }
             Step::Decided(Decision::Redeliver { delay, error }, _) => {
                 tracing::warn!(
-                    plugin = plugin.name(),
-                    version = plugin.version(),
-                    message_id = %envelope.id,
-                    message_type = envelope.short_type(),
-                    conversation_id = %envelope.conversation_id,
                     attempt = envelope.attempt,
                     %error,
                     redeliver_in_ms = delay.as_millis() as u64,
                     "handling failed; the message will be delivered again after a delay"
                 );
+                telemetry::record_outcome("redelivered", Some(&error));
                 self.stats
                     .record(&envelope.message_type, Some(plugin.label()), Event::Retried);
                 self.requeue(delivery, Some(delay)).await;
@@ -601,12 +660,12 @@ impl Dispatcher {
             .map(|m| m.envelope.message_type.clone())
             .collect();
         if let Err(error) = self.transport.dispatch(outbox).await {
+            let error = format!("{error:#}");
             tracing::error!(
-                plugin = plugin.name(),
-                message_id = %delivery.envelope.id,
-                error = format!("{error:#}"),
+                error,
                 "the broker did not take the follow-ups; the message will be delivered again"
             );
+            telemetry::record_outcome("requeued", Some(&error));
             self.stats.record(
                 &delivery.envelope.message_type,
                 Some(plugin.label()),
@@ -622,6 +681,7 @@ impl Dispatcher {
             Some(plugin.label()),
             Event::Handled,
         );
+        telemetry::record_outcome("handled", None);
         // Recorded before the ack: a crash in between leaves a redelivery the inbox catches.
         if let Some(inbox) = &self.inbox
             && let Err(error) = inbox.record(queue, &delivery.envelope.id).await
@@ -658,11 +718,6 @@ impl Dispatcher {
     ) {
         let envelope = &delivery.envelope;
         tracing::warn!(
-            plugin = plugin.name(),
-            version = plugin.version(),
-            message_id = %envelope.id,
-            message_type = envelope.short_type(),
-            conversation_id = %envelope.conversation_id,
             attempt = envelope.attempt,
             reason,
             error,
@@ -705,11 +760,14 @@ impl Dispatcher {
             self.stats
                 .record(recoverability::FAULT_TYPE, None, Event::Published);
         }
-        let event = match target {
-            DeadLetter::Error => Event::DeadLettered,
-            DeadLetter::Skipped => Event::Skipped,
-            DeadLetter::Expired => Event::Expired,
+        let (event, outcome) = match target {
+            DeadLetter::Error => (Event::DeadLettered, "dead-lettered"),
+            DeadLetter::Skipped => (Event::Skipped, "skipped"),
+            DeadLetter::Expired => (Event::Expired, "expired"),
         };
+        // Only a failed handling marks the span failed; skipped and expired were not handled.
+        let failure = (target == DeadLetter::Error).then_some(error);
+        telemetry::record_outcome(outcome, failure);
         self.stats
             .record(&envelope.message_type, Some(plugin.label()), event);
         ack(delivery).await;

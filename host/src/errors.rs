@@ -1,4 +1,5 @@
-//! The error queues on RabbitMQ: `courier errors list | show | replay | purge`.
+//! The error queues: `courier errors list | show | replay | purge`, on RabbitMQ (this module) and
+//! on the embedded broker through its host's admin API ([`embedded`]).
 //!
 //! A message whose handler rejected it, failed every attempt, or could not be read sits in
 //! `<queue>_error`: the original message plus the `courier-fault-*` headers of
@@ -78,13 +79,14 @@ use tokio_util::sync::CancellationToken;
 use crate::transport::DeadLetter;
 
 mod browse;
+pub mod embedded;
 mod message;
 
 pub use browse::Broker;
-pub use message::{FailedMessage, Selection, parse_moment};
+pub use message::{FailedMessage, Selection, parse_moment, replay_copy};
 
 use browse::{Browse, Session, publish_confirmed};
-use message::{render_table, table_row};
+use message::{Row, render_table, table_row};
 
 /// Most messages a command looks at in one queue: each is held unacknowledged (and its
 /// delivery buffered) until the command ends. A larger queue is refused, except by a replay or
@@ -113,62 +115,105 @@ pub async fn list(broker: &Broker, options: &ListOptions, out: &mut impl Write) 
 }
 
 async fn list_with(session: &Session, options: &ListOptions, out: &mut impl Write) -> Result<()> {
-    let mut rows = Vec::new();
-    let mut notes = Vec::new();
-    let mut listed = 0_usize;
-    let mut queues = options.queues.clone();
-    let mut seen_queues = std::collections::HashSet::new();
-    queues.retain(|queue| seen_queues.insert(queue.clone()));
-    for queue in &queues {
-        if options.selection.limit.is_some_and(|limit| listed >= limit) {
+    let mut listing = Listing::new(options);
+    for queue in listing.queues.clone() {
+        if listing.full() {
             break;
         }
-        let error_queue = DeadLetter::Error.queue_for(queue);
+        let error_queue = DeadLetter::Error.queue_for(&queue);
         let mut browse = session
             .browse(&error_queue, options.scan_limit, false)
             .await?;
         let mut matching = 0_usize;
-        while options.selection.limit.is_none_or(|limit| listed < limit) {
+        while !listing.full() {
             let Some(message) = browse.next().await? else {
                 break;
             };
-            if !options.selection.matches(&message) {
-                continue;
-            }
-            listed += 1;
-            matching += 1;
-            if options.json {
-                writeln!(out, "{}", message.summary_json())?;
-            } else {
-                rows.push(table_row(&message));
+            if listing.add(&message, out)? {
+                matching += 1;
             }
         }
         let ready = browse.ready;
         let unseen = browse.release(session).await?;
-        notes.push(if ready == 0 {
-            format!("{error_queue} is empty")
-        } else {
-            format!("{error_queue}: {ready} message(s), {matching} listed")
-        });
+        listing.note(&error_queue, ready, matching);
         if unseen > 0 {
             eprintln!(
                 "{error_queue}: {unseen} message(s) were taken by another consumer while listing"
             );
         }
     }
-    if options.json {
-        for note in notes {
-            eprintln!("{note}");
-        }
-    } else {
-        let with_queue = queues.len() > 1;
-        write!(out, "{}", render_table(&rows, with_queue))?;
-        for note in notes {
-            writeln!(out, "{note}")?;
+    listing.finish(out)
+}
+
+/// What `list` prints, gathered queue by queue.
+struct Listing<'a> {
+    options: &'a ListOptions,
+    /// The queues asked for, each once.
+    queues: Vec<String>,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    listed: usize,
+}
+
+impl<'a> Listing<'a> {
+    fn new(options: &'a ListOptions) -> Self {
+        let mut queues = options.queues.clone();
+        let mut seen_queues = std::collections::HashSet::new();
+        queues.retain(|queue| seen_queues.insert(queue.clone()));
+        Listing {
+            options,
+            queues,
+            rows: Vec::new(),
+            notes: Vec::new(),
+            listed: 0,
         }
     }
-    out.flush()?;
-    Ok(())
+
+    /// Whether `--limit` messages are listed already.
+    fn full(&self) -> bool {
+        self.options
+            .selection
+            .limit
+            .is_some_and(|limit| self.listed >= limit)
+    }
+
+    /// Lists `message` if the selection takes it; says whether it did.
+    fn add(&mut self, message: &FailedMessage, out: &mut impl Write) -> Result<bool> {
+        if !self.options.selection.matches(message) {
+            return Ok(false);
+        }
+        self.listed += 1;
+        if self.options.json {
+            writeln!(out, "{}", message.summary_json())?;
+        } else {
+            self.rows.push(table_row(message));
+        }
+        Ok(true)
+    }
+
+    fn note(&mut self, error_queue: &str, ready: u32, matching: usize) {
+        self.notes.push(if ready == 0 {
+            format!("{error_queue} is empty")
+        } else {
+            format!("{error_queue}: {ready} message(s), {matching} listed")
+        });
+    }
+
+    fn finish(self, out: &mut impl Write) -> Result<()> {
+        if self.options.json {
+            for note in self.notes {
+                eprintln!("{note}");
+            }
+        } else {
+            let with_queue = self.queues.len() > 1;
+            write!(out, "{}", render_table(&self.rows, with_queue))?;
+            for note in self.notes {
+                writeln!(out, "{note}")?;
+            }
+        }
+        out.flush()?;
+        Ok(())
+    }
 }
 
 /// `courier errors show`: everything about the message `id` in `<queue>_error`.
@@ -201,6 +246,11 @@ pub async fn show(
     let Some(message) = found else {
         bail!("no message {id} in {error_queue} (looked at {seen} message(s))");
     };
+    print_details(&message, json, out)
+}
+
+/// What `show` prints of the message it found.
+fn print_details(message: &FailedMessage, json: bool, out: &mut impl Write) -> Result<()> {
     if json {
         writeln!(
             out,
@@ -290,6 +340,14 @@ async fn replay_with(
     Ok(())
 }
 
+/// A purge asks first unless `assume_yes`; without a terminal to ask on, it does not start.
+fn may_ask(assume_yes: bool) -> Result<()> {
+    if !assume_yes && !std::io::stdin().is_terminal() {
+        bail!("refusing to purge without --yes: there is no terminal to ask for confirmation");
+    }
+    Ok(())
+}
+
 /// `courier errors purge`: removes the chosen messages, after asking unless `assume_yes`.
 pub async fn purge(
     broker: &Broker,
@@ -297,9 +355,7 @@ pub async fn purge(
     assume_yes: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    if !assume_yes && !std::io::stdin().is_terminal() {
-        bail!("refusing to purge without --yes: there is no terminal to ask for confirmation");
-    }
+    may_ask(assume_yes)?;
     let stop = stop_on_signal();
     let session = Session::open(broker).await?;
     let result = purge_with(&session, options, assume_yes, &stop, out).await;

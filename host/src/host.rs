@@ -10,20 +10,23 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use tracing::Instrument as _;
 
 use crate::config::{BrokerUrl, HostConfig};
 use crate::dispatch::Dispatcher;
 use crate::engine::CourierEngine;
+use crate::envelope::Envelope;
 use crate::inbox::{self, Inbox};
 use crate::metrics::Present;
 use crate::plugin::Plugin;
 use crate::publish::PublishRequest;
+use crate::recoverability;
 use crate::registry::Registry;
 use crate::stats::{Event, Stats, Summary};
 use crate::transport::amqp::AmqpTransport;
 use crate::transport::memory::MemoryBroker;
-use crate::transport::{Outbound, Transport};
+use crate::transport::{DeadLetter, Outbound, Route, Transport};
 
 /// How long a scrape of `/metrics` waits for the broker to tell a queue's depth.
 const QUEUE_DEPTH_PATIENCE: Duration = Duration::from_millis(500);
@@ -117,6 +120,66 @@ impl Host {
         self.memory.as_ref()
     }
 
+    /// The messages of `<queue>_error` on the embedded broker, oldest first, left in place.
+    /// (On RabbitMQ, `courier errors` reads the error queues from the broker itself.)
+    pub fn error_messages(&self, queue: &str) -> Result<Vec<Envelope>> {
+        Ok(self
+            .embedded_only()?
+            .peek(&DeadLetter::Error.queue_for(queue)))
+    }
+
+    /// Sends the messages of `<queue>_error` with these ids back to their queue, each on its
+    /// first attempt again and without its fault headers, and takes them off the error queue.
+    /// One at a time: a message that cannot be sent goes back to the error queue, and the
+    /// count so far is in the error. Returns how many were replayed (an id no longer there is
+    /// passed over).
+    pub async fn replay_errors(&self, queue: &str, ids: &[String]) -> Result<usize> {
+        let memory = self.embedded_only()?;
+        let error_queue = DeadLetter::Error.queue_for(queue);
+        let mut replayed = 0;
+        for id in ids {
+            for failed in memory.take(&error_queue, std::slice::from_ref(id)) {
+                let target = failed
+                    .header(recoverability::headers::ORIGINAL_QUEUE)
+                    .unwrap_or(queue)
+                    .to_owned();
+                let copy = Outbound {
+                    route: Route::Send(target.clone()),
+                    envelope: crate::errors::replay_copy(&failed),
+                    delay: None,
+                };
+                if let Err(error) = self.transport.dispatch(vec![copy]).await {
+                    let back = Outbound {
+                        route: Route::Send(error_queue.clone()),
+                        envelope: failed,
+                        delay: None,
+                    };
+                    self.transport.dispatch(vec![back]).await?;
+                    return Err(error.context(format!(
+                        "cannot replay {id} to {target}; it stays in {error_queue} \
+                         ({replayed} replayed before it)"
+                    )));
+                }
+                replayed += 1;
+            }
+        }
+        Ok(replayed)
+    }
+
+    /// Removes the messages of `<queue>_error` with these ids; returns how many there were.
+    pub fn purge_errors(&self, queue: &str, ids: &[String]) -> Result<usize> {
+        let memory = self.embedded_only()?;
+        Ok(memory.take(&DeadLetter::Error.queue_for(queue), ids).len())
+    }
+
+    /// The embedded broker, or the error that says the error queues are read elsewhere.
+    pub(crate) fn embedded_only(&self) -> Result<&MemoryBroker> {
+        self.memory.as_ref().context(
+            "this host runs on RabbitMQ: `courier errors` reads its error queues from the \
+             broker (pass --broker amqp://…)",
+        )
+    }
+
     /// Loads every `.wasm` file of `dir`. A file that fails is refused with its reason (logged
     /// and kept in [`Host::refused`]); the others load.
     pub async fn load_plugins_dir(self: &Arc<Self>, dir: &Path) -> Result<Vec<Arc<Plugin>>> {
@@ -175,9 +238,11 @@ impl Host {
 
     /// Puts a message in from outside (publish or send); returns its id once the broker has it.
     pub async fn submit(&self, request: PublishRequest, source: &str) -> Result<String> {
-        let outbound = request.into_outbound(source)?;
+        let mut outbound = request.into_outbound(source)?;
         let id = outbound.envelope.id.clone();
-        self.dispatch(outbound).await?;
+        let span =
+            crate::telemetry::producer_span(self.transport.messaging_system(), &mut outbound);
+        self.dispatch(outbound).instrument(span).await?;
         Ok(id)
     }
 

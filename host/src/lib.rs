@@ -39,6 +39,7 @@ pub mod registry;
 pub mod sandbox;
 pub mod signal;
 pub mod stats;
+pub mod telemetry;
 pub mod transport;
 pub mod watch;
 

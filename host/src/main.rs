@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use courier_host::admin::{self, AdminState};
-use courier_host::config::{LogFormat, redact_url};
+use courier_host::config::{BrokerUrl, LogFormat, redact_url};
 use courier_host::errors::{self, ListOptions, MoveOptions, Selection};
 use courier_host::inspect::inspect;
 use courier_host::publish::read_seed_file;
 use courier_host::{CourierEngine, Host, HostConfig, PublishRequest};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,6 +124,10 @@ struct RunArgs {
     /// Do not watch the plugins directory (overrides `reload.watch`).
     #[arg(long)]
     no_watch: bool,
+    /// Export spans over OTLP/HTTP to this base URL, e.g. `http://otel-collector:4318`
+    /// (overrides `telemetry.otlp_endpoint`).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -184,9 +187,26 @@ struct ErrorsArgs {
     /// Configuration file (TOML) whose `broker` is the RabbitMQ to use.
     #[arg(long, short, env = "COURIER_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Broker URL, amqp://user:password@host:port/vhost (overrides `broker`).
+    /// Broker URL, amqp://user:password@host:port/vhost (overrides `broker`). Without one, the
+    /// commands work on the embedded broker of the host at --admin.
     #[arg(long, env = "COURIER_BROKER", hide_env_values = true, global = true)]
     broker: Option<String>,
+    /// With the embedded broker: the admin API of the host that runs it.
+    #[arg(
+        long,
+        env = "COURIER_ADMIN_URL",
+        default_value = "http://127.0.0.1:7411",
+        global = true
+    )]
+    admin: String,
+    /// Bearer token for that admin API.
+    #[arg(
+        long,
+        env = "COURIER_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
     /// Look at no more than this many messages of a queue; each is held unacknowledged until
     /// the command ends.
     #[arg(long, global = true, default_value_t = errors::DEFAULT_SCAN_LIMIT,
@@ -334,8 +354,11 @@ fn run(args: RunArgs) -> Result<()> {
     if args.no_watch {
         config.reload.watch = false;
     }
+    if let Some(endpoint) = args.otlp_endpoint {
+        config.telemetry.otlp_endpoint = Some(endpoint);
+    }
     config.validate().context("invalid configuration")?;
-    init_tracing(&config)?;
+    let telemetry = courier_host::telemetry::install(&config)?;
     let plugins_dir = config
         .plugins_dir
         .clone()
@@ -354,13 +377,15 @@ fn run(args: RunArgs) -> Result<()> {
     // Every message in flight holds a thread of the blocking pool (see `dispatch`), so the pool
     // is as large as the instance pool, plus room for the runtime's own blocking work.
     let max_blocking = config.engine.max_instances as usize + 64;
-    tokio::runtime::Builder::new_multi_thread()
+    let served = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(max_blocking)
         .thread_name("courier")
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(config, options))
+        .block_on(serve(config, options));
+    telemetry.shutdown();
+    served
 }
 
 struct RunOptions {
@@ -454,21 +479,6 @@ async fn serve(config: HostConfig, options: RunOptions) -> Result<()> {
             .with_context(|| format!("cannot write summary {}", path.display()))?;
     }
     Ok(())
-}
-
-fn init_tracing(config: &HostConfig) -> Result<()> {
-    let filter = EnvFilter::try_from_env("COURIER_LOG")
-        .or_else(|_| EnvFilter::try_new(&config.log.filter))
-        .with_context(|| format!("log.filter `{}` is not a valid filter", config.log.filter))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let installed = match config.log.format {
-        LogFormat::Human => builder.compact().try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
 fn put(args: MessageArgs, destination: Option<String>) -> Result<()> {
@@ -645,6 +655,52 @@ fn print_deployed(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// A `courier errors` command with its options worked out, whichever broker it goes to.
+enum ErrorsTask {
+    List(ListOptions),
+    Show {
+        queue: String,
+        id: String,
+        json: bool,
+    },
+    Replay(MoveOptions),
+    Purge(MoveOptions, bool),
+}
+
+impl ErrorsTask {
+    fn of(command: ErrorsCommand, scan_limit: u16) -> Result<Self> {
+        let moving = |queue, filter: ErrorFilterArgs, ids| -> Result<MoveOptions> {
+            Ok(MoveOptions {
+                queue,
+                selection: filter.selection(ids)?,
+                scan_limit,
+            })
+        };
+        Ok(match command {
+            ErrorsCommand::List {
+                queues,
+                filter,
+                json,
+            } => ErrorsTask::List(ListOptions {
+                queues,
+                selection: filter.selection(Vec::new())?,
+                json,
+                scan_limit,
+            }),
+            ErrorsCommand::Show { queue, id, json } => ErrorsTask::Show { queue, id, json },
+            ErrorsCommand::Replay { queue, filter, ids } => {
+                ErrorsTask::Replay(moving(queue, filter, ids)?)
+            }
+            ErrorsCommand::Purge {
+                queue,
+                filter,
+                ids,
+                yes,
+            } => ErrorsTask::Purge(moving(queue, filter, ids)?, yes),
+        })
+    }
+}
+
 fn error_queues(args: ErrorsArgs) -> Result<()> {
     let mut config = match &args.config {
         Some(path) => HostConfig::from_file(path)?,
@@ -653,52 +709,64 @@ fn error_queues(args: ErrorsArgs) -> Result<()> {
     if let Some(broker) = args.broker {
         config.broker = Some(broker);
     }
-    let broker = errors::Broker::from_config(&config)?;
+    let task = ErrorsTask::of(args.command, args.scan_limit)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let mut out = std::io::stdout().lock();
-    let scan_limit = args.scan_limit;
-    match args.command {
-        ErrorsCommand::List {
-            queues,
-            filter,
-            json,
-        } => {
-            let options = ListOptions {
-                queues,
-                selection: filter.selection(Vec::new())?,
-                json,
-                scan_limit,
-            };
-            runtime.block_on(errors::list(&broker, &options, &mut out))
+    let url = config.broker.as_deref().unwrap_or("memory://");
+    if BrokerUrl::parse(url).context("broker")? == BrokerUrl::Memory {
+        // The embedded broker's error queues live in its host: ask its admin API.
+        use errors::embedded;
+        let admin = AdminClientArgs {
+            admin: args.admin,
+            token: args.token,
+        };
+        let done = match task {
+            ErrorsTask::List(options) => embedded::list(&admin, &options, &mut out),
+            ErrorsTask::Show { queue, id, json } => {
+                embedded::show(&admin, &queue, &id, json, &mut out)
+            }
+            ErrorsTask::Replay(options) => {
+                runtime.block_on(embedded::replay(&admin, &options, &mut out))
+            }
+            ErrorsTask::Purge(options, yes) => {
+                runtime.block_on(embedded::purge(&admin, &options, yes, &mut out))
+            }
+        };
+        return done.with_context(|| {
+            format!(
+                "no RabbitMQ given (--broker amqp://…), so the embedded broker of the host at \
+                 {} was asked",
+                redact_url(&admin.admin)
+            )
+        });
+    }
+    let broker = errors::Broker::from_config(&config)?;
+    runtime.block_on(async {
+        match task {
+            ErrorsTask::List(options) => errors::list(&broker, &options, &mut out).await,
+            ErrorsTask::Show { queue, id, json } => {
+                errors::show(&broker, &queue, &id, json, args.scan_limit, &mut out).await
+            }
+            ErrorsTask::Replay(options) => errors::replay(&broker, &options, &mut out).await,
+            ErrorsTask::Purge(options, yes) => {
+                errors::purge(&broker, &options, yes, &mut out).await
+            }
         }
-        ErrorsCommand::Show { queue, id, json } => runtime.block_on(errors::show(
-            &broker, &queue, &id, json, scan_limit, &mut out,
-        )),
-        ErrorsCommand::Replay { queue, filter, ids } => {
-            let options = MoveOptions {
-                queue,
-                selection: filter.selection(ids)?,
-                scan_limit,
-            };
-            runtime.block_on(errors::replay(&broker, &options, &mut out))
-        }
-        ErrorsCommand::Purge {
-            queue,
-            filter,
-            ids,
-            yes,
-        } => {
-            let options = MoveOptions {
-                queue,
-                selection: filter.selection(ids)?,
-                scan_limit,
-            };
-            runtime.block_on(errors::purge(&broker, &options, yes, &mut out))
-        }
+    })
+}
+
+impl errors::embedded::AdminApi for AdminClientArgs {
+    fn get(&self, path: &str) -> Result<String> {
+        self.call(Method::Get, path, None)
+    }
+
+    fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<String> {
+        let body = serde_json::to_vec(body)?;
+        self.call(Method::Post, path, Some(("application/json", body)))
     }
 }
 

@@ -19,7 +19,7 @@ pub struct Parent {
     pub reply_to: Option<String>,
     /// The queue the message was consumed from, recorded as the follow-ups' source.
     pub source_address: String,
-    /// `traceparent` / `tracestate`, carried on to every follow-up.
+    /// `traceparent` / `tracestate` of every follow-up (see [`crate::telemetry`]).
     pub trace_headers: Vec<(String, String)>,
 }
 
@@ -31,14 +31,7 @@ impl Parent {
             conversation_id: envelope.conversation_id.clone(),
             reply_to: envelope.reply_to.clone(),
             source_address: source_address.to_owned(),
-            trace_headers: ["traceparent", "tracestate"]
-                .into_iter()
-                .filter_map(|name| {
-                    envelope
-                        .header(name)
-                        .map(|v| (name.to_owned(), v.to_owned()))
-                })
-                .collect(),
+            trace_headers: crate::telemetry::follow_up_trace_headers(envelope),
         }
     }
 }

@@ -167,6 +167,10 @@ pub fn fault_event(
         .correlation_id
         .clone()
         .or_else(|| Some(envelope.id.clone()));
+    // The fault belongs to the trace of the message that failed.
+    for (name, value) in crate::telemetry::follow_up_trace_headers(envelope) {
+        event.set_header(&name, value);
+    }
     event
 }
 

@@ -149,6 +149,18 @@ impl Registry {
         Ok(replaced)
     }
 
+    /// Undoes a [`Registry::swap`] whose version could not be started: `replaced` (what the
+    /// swap returned) is current again and `previous` (what a rollback returned to before the
+    /// swap) is the previous version again.
+    pub fn restore(&self, replaced: Version, previous: Option<Version>) {
+        let mut plugins = self.plugins.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = plugins.get_mut(replaced.plugin.name()) {
+            entry.slot.store(replaced.plugin);
+            entry.current_bytes = replaced.bytes;
+            entry.previous = previous;
+        }
+    }
+
     /// Forgets a plugin; returns its current version.
     pub fn remove(&self, name: &str) -> Option<Arc<Plugin>> {
         self.plugins

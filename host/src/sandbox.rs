@@ -184,31 +184,33 @@ impl bindings::courier::bus::bus::Host for HostState {
     }
 }
 
+/// One guest log line. While a message is handled, the message's span names the plugin, the
+/// version and the message; otherwise (in `describe`) the line names the plugin itself.
+macro_rules! guest_event {
+    ($level:expr, $state:expr, $message:expr) => {
+        if $state.parent.is_some() {
+            tracing::event!(target: "courier::guest", $level, "{}", $message)
+        } else {
+            tracing::event!(
+                target: "courier::guest",
+                $level,
+                plugin = $state.identity.name.as_str(),
+                version = $state.identity.version.as_str(),
+                "{}",
+                $message
+            )
+        }
+    };
+}
+
 impl bindings::courier::bus::log::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
-        let plugin = self.identity.name.as_str();
-        let version = self.identity.version.as_str();
-        let message_id = self.parent.as_ref().map_or("", |p| p.id.as_str());
-        let conversation_id = self
-            .parent
-            .as_ref()
-            .map_or("", |p| p.conversation_id.as_str());
         match level {
-            Level::Trace => {
-                tracing::trace!(target: "courier::guest", plugin, version, message_id, conversation_id, "{message}")
-            }
-            Level::Debug => {
-                tracing::debug!(target: "courier::guest", plugin, version, message_id, conversation_id, "{message}")
-            }
-            Level::Info => {
-                tracing::info!(target: "courier::guest", plugin, version, message_id, conversation_id, "{message}")
-            }
-            Level::Warn => {
-                tracing::warn!(target: "courier::guest", plugin, version, message_id, conversation_id, "{message}")
-            }
-            Level::Error => {
-                tracing::error!(target: "courier::guest", plugin, version, message_id, conversation_id, "{message}")
-            }
+            Level::Trace => guest_event!(tracing::Level::TRACE, self, message),
+            Level::Debug => guest_event!(tracing::Level::DEBUG, self, message),
+            Level::Info => guest_event!(tracing::Level::INFO, self, message),
+            Level::Warn => guest_event!(tracing::Level::WARN, self, message),
+            Level::Error => guest_event!(tracing::Level::ERROR, self, message),
         }
     }
 }

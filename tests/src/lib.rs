@@ -99,6 +99,32 @@ pub async fn send(
     host.submit(request, "test").await.unwrap()
 }
 
+/// Checks `expired = "drop"` on the `probe` plugin of `host`: a `Ping` sent after its expiry
+/// time and a `Ping` found in `probe_expired` (where the broker puts what expires in the
+/// queue) are both dropped and counted as expired, and neither is handled.
+pub async fn assert_expired_messages_are_dropped(host: &Host) {
+    let ping = test_type("Ping");
+    let mut tap = Tap::new(host, "tap", &[&test_type("Pong")]).await;
+    let mut stale = PublishRequest::new(&ping, serde_json::json!({"n": 1}))
+        .into_outbound("test")
+        .unwrap();
+    stale.envelope.expires_at_ms = Some(courier_host::envelope::now_ms() - 1_000);
+    host.dispatch(stale).await.unwrap();
+    send(host, "probe_expired", &ping, serde_json::json!({"n": 2})).await;
+    wait_until("both messages are counted as expired", || {
+        host.summary().of(&ping).expired == 2
+    })
+    .await;
+    let left = host
+        .transport()
+        .ready_count(&["probe_expired".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "nothing is kept in probe_expired");
+    assert_eq!(host.summary().of(&ping).handled, 0);
+    tap.expect_nothing(Duration::from_millis(200)).await;
+}
+
 /// A queue of the test's own, bound to some message types: sees what the plugins publish.
 #[allow(
     missing_debug_implementations,
@@ -334,6 +360,14 @@ pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Runs the `courier` binary with `args` and waits for it.
+pub fn courier(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(courier_bin())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// The `courier` binary built beside the tests (`cargo xtask test` builds it).

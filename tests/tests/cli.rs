@@ -14,10 +14,6 @@ use std::time::{Duration, Instant};
 
 use courier_tests::*;
 
-fn courier(args: &[&str]) -> Output {
-    Command::new(courier_bin()).args(args).output().unwrap()
-}
-
 fn text(output: &Output) -> String {
     format!(
         "{}{}",

@@ -303,6 +303,13 @@ async fn an_expired_message_is_not_handled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_messages_are_dropped_when_the_plugin_says_so() {
+    let host = host_with("[plugins.probe]\nexpired = \"drop\"", &["probe"]).await;
+    assert_expired_messages_are_dropped(&host).await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_read_their_config_and_are_held_to_their_publish_limit() {
     let host = host_with(
         "[plugins.probe]\nmax_publishes = 3\n[plugins.probe.config]\ngreeting = \"hello\"\nlimits.daily = 5",

@@ -102,6 +102,24 @@ async fn a_broken_file_is_refused_and_the_old_version_keeps_serving() {
             && refusal.error.contains("not a valid WebAssembly component"),
         "{refusal:?}"
     );
+    // The admin API lists the same refusal.
+    let router = app(AdminState {
+        host: Arc::clone(&host),
+        token: Some("sesame".into()),
+        draining: Arc::new(AtomicBool::new(false)),
+    });
+    let (status, listed) = call(
+        &router,
+        authorized(Request::get("/v1/refused"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        listed,
+        serde_json::json!([{"file": refusal.file, "error": refusal.error}])
+    );
     assert_eq!(stamped_by(&host, &mut tap, 1).await, "1.0.0");
 
     // A component that is not a Courier plugin.

@@ -199,6 +199,28 @@ async fn bad_input_lands_in_the_right_queue_with_its_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_message_goes_to_the_expired_queue_or_is_dropped_by_config() {
+    // By default: kept in `probe_expired`, whether the host or the broker saw it expire.
+    let vhost = Vhost::new("expired");
+    let host = amqp_host_with(&vhost, "", &["probe"]).await;
+    let mut stale = PublishRequest::new(test_type("Ping"), json!({"n": 1}))
+        .into_outbound("test")
+        .unwrap();
+    stale.envelope.expires_at_ms = Some(courier_host::envelope::now_ms() - 1_000);
+    let id = stale.envelope.id.clone();
+    host.dispatch(stale).await.unwrap();
+    let mut expired = Tap::attach(&host, "probe_expired").await;
+    assert_eq!(expired.next().await.id, id);
+    host.shutdown().await;
+    drop(vhost);
+
+    let vhost = Vhost::new("expired-drop");
+    let host = amqp_host_with(&vhost, "[plugins.probe]\nexpired = \"drop\"", &["probe"]).await;
+    assert_expired_messages_are_dropped(&host).await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_to_a_missing_queue_fails_and_a_delayed_one_is_held_by_the_broker() {
     let vhost = Vhost::new("routing");
     let host = amqp_host_with(&vhost, "", &["probe"]).await;

@@ -53,7 +53,7 @@ impl Broker {
                 connect_timeout: Duration::from_millis(config.amqp.connect_timeout_ms),
             }),
             BrokerUrl::Memory => bail!(
-                "the error queue commands work on RabbitMQ: pass --broker amqp://user:password@host:port/vhost, or a --config whose `broker` is one (the embedded broker's queues live inside its host process)"
+                "this is the RabbitMQ side of the error queue commands; the embedded broker's error queues are reached through its host's admin API (errors::embedded)"
             ),
         }
     }
@@ -380,7 +380,9 @@ mod tests {
         let broker = Broker::from_config(&config).unwrap();
         assert_eq!(broker.describe(), "amqp://guest:***@rabbit:5672/%2f");
         assert!(!format!("{broker:?}").contains("hunter2"));
+        // The embedded broker's error queues live inside its host and are
+        // reached through the admin API, so this side refuses it.
         let error = Broker::from_config(&HostConfig::default()).unwrap_err();
-        assert!(error.to_string().contains("--broker"), "{error}");
+        assert!(error.to_string().contains("admin API"), "{error}");
     }
 }

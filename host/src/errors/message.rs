@@ -9,6 +9,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde_json::{Map, Value, json};
 
 use super::FAULT_HEADER_PREFIX;
+use crate::envelope::Envelope;
 use crate::recoverability::{FIRST_FAILURE_HEADER, headers};
 use crate::transport::wire::{self, ATTEMPT};
 
@@ -133,6 +134,18 @@ impl FailedMessage {
             properties,
             body,
             delivery_tag,
+        }
+    }
+
+    /// A message of the embedded broker's `queue`, seen as RabbitMQ would carry it.
+    pub fn of_envelope(queue: &str, position: usize, envelope: &Envelope) -> FailedMessage {
+        FailedMessage {
+            queue: queue.to_owned(),
+            position,
+            id: envelope.id.clone(),
+            properties: wire::to_properties(envelope),
+            body: envelope.body.clone(),
+            delivery_tag: 0,
         }
     }
 
@@ -297,11 +310,7 @@ impl FailedMessage {
         let mut table: BTreeMap<ShortString, AMQPValue> = BTreeMap::new();
         if let Some(headers) = self.properties.headers() {
             for (name, value) in headers.inner() {
-                let name_text = name.as_str();
-                if name_text.starts_with(FAULT_HEADER_PREFIX)
-                    || name_text == FIRST_FAILURE_HEADER
-                    || name_text == DELIVERY_COUNT
-                {
+                if is_failure_header(name.as_str()) {
                     continue;
                 }
                 table.insert(name.clone(), value.clone());
@@ -316,6 +325,22 @@ impl FailedMessage {
             .with_message_id(ShortString::from(self.id.as_str()))
             .with_headers(FieldTable::from(table))
     }
+}
+
+/// The headers a replayed copy leaves behind: the fault headers, the broker's delivery count
+/// and the first-failure time.
+fn is_failure_header(name: &str) -> bool {
+    name.starts_with(FAULT_HEADER_PREFIX) || name == FIRST_FAILURE_HEADER || name == DELIVERY_COUNT
+}
+
+/// The replayed copy of a message of the embedded broker's error queue, by the rule of
+/// [`FailedMessage::replay_properties`]: the same message and id, without the failure headers,
+/// on its first attempt again.
+pub fn replay_copy(failed: &Envelope) -> Envelope {
+    let mut copy = failed.clone();
+    copy.headers.retain(|(name, _)| !is_failure_header(name));
+    copy.attempt = 1;
+    copy
 }
 
 fn short_string(value: &Option<ShortString>) -> Option<String> {

@@ -332,9 +332,25 @@ impl Host {
             .await
             .with_context(|| format!("plugin {} refused", new.path().display()))?;
         let reshaped = RunnerShape::of(&current) != RunnerShape::of(&new);
+        let previous = self.registry.previous(&name);
         let replaced = self.registry.swap(version)?;
-        if reshaped {
-            self.dispatcher.start(Arc::clone(&slot)).await?;
+        if reshaped && let Err(error) = self.dispatcher.start(Arc::clone(&slot)).await {
+            // The old runner still consumes: its version goes back to serving, and the types
+            // only the refused version wanted are unbound again.
+            self.registry.restore(replaced, previous);
+            let added: Vec<String> = new
+                .info()
+                .subscriptions
+                .iter()
+                .filter(|t| !current.handles(t))
+                .cloned()
+                .collect();
+            if !added.is_empty()
+                && let Err(unbind) = self.transport.unbind(&name, &added).await
+            {
+                tracing::error!(plugin = %name, types = ?added, error = format!("{unbind:#}"), "cannot unbind the message types of a refused version");
+            }
+            return Err(error.context(format!("plugin {} refused", new.path().display())));
         }
         let dropped: Vec<String> = current
             .info()

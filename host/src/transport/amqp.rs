@@ -515,6 +515,10 @@ impl Transport for AmqpTransport {
         self.inner.connected.load(Ordering::SeqCst)
     }
 
+    fn messaging_system(&self) -> &'static str {
+        "rabbitmq"
+    }
+
     fn describe(&self) -> String {
         self.inner.shown.clone()
     }

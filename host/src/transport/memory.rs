@@ -150,6 +150,49 @@ impl MemoryBroker {
         drained.into_iter().map(|stored| stored.envelope).collect()
     }
 
+    /// The messages ready in `queue`, oldest first, left in place (an unknown queue has none).
+    pub fn peek(&self, queue: &str) -> Vec<Envelope> {
+        let Some(queue) = self.queue(queue) else {
+            return Vec::new();
+        };
+        queue
+            .ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|stored| stored.envelope.clone())
+            .collect()
+    }
+
+    /// Takes the ready messages of `queue` whose ids are in `ids` out of it, oldest first; the
+    /// others keep their order. An id not (or no longer) in the queue is passed over.
+    pub fn take(&self, queue: &str, ids: &[String]) -> Vec<Envelope> {
+        let Some(queue) = self.queue(queue) else {
+            return Vec::new();
+        };
+        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut taken = Vec::new();
+        queue
+            .ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|stored| {
+                let take = wanted.contains(stored.envelope.id.as_str());
+                if take {
+                    taken.push(stored.envelope.clone());
+                }
+                !take
+            });
+        if let Ok(permits) = u32::try_from(taken.len())
+            && let Ok(held) = queue.available.try_acquire_many(permits)
+        {
+            // As in `drain`: the ready permits of what was taken, and its places back.
+            held.forget();
+        }
+        queue.space.add_permits(taken.len());
+        taken
+    }
+
     /// No message is ready, unacknowledged or delayed on any queue except the dead-letter
     /// queues (which nothing consumes).
     pub fn is_idle(&self) -> bool {
@@ -283,6 +326,10 @@ impl Transport for MemoryBroker {
 
     async fn ready_count(&self, queues: &[String]) -> Result<u64> {
         Ok(queues.iter().map(|queue| self.depth(queue) as u64).sum())
+    }
+
+    fn messaging_system(&self) -> &'static str {
+        "courier"
     }
 
     fn describe(&self) -> String {

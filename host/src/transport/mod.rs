@@ -130,6 +130,10 @@ pub trait Transport: Send + Sync + 'static {
     /// The broker, for logs (credentials removed).
     fn describe(&self) -> String;
 
+    /// The broker's name as the OpenTelemetry messaging conventions spell it
+    /// (`messaging.system`): `rabbitmq`, or `courier` for the embedded broker.
+    fn messaging_system(&self) -> &'static str;
+
     /// Messages ready in the given queues (not counting those delivered and not yet settled).
     async fn ready_count(&self, queues: &[String]) -> Result<u64>;
 
