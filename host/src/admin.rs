@@ -11,7 +11,8 @@
 //! | `DELETE /v1/plugins/{name}`     | remove a plugin (drained, unbound, file deleted)  |
 //! | `POST /v1/plugins/{name}/rollback` | back to the version before the current one     |
 //! | `GET /v1/refused`               | plugin files refused, with the reason             |
-//! | `GET /v1/errors/{queue}`        | the messages of `<queue>_error` (embedded broker)  |
+//! | `GET /v1/errors/{queue}`        | the messages of `<queue>_error`, bodies left out (embedded broker) |
+//! | `POST /v1/errors/{queue}/show`  | `{"ids": […]}` whole, with their bodies (embedded broker) |
 //! | `POST /v1/errors/{queue}/replay`| `{"ids": […]}` back to their queue (embedded broker) |
 //! | `POST /v1/errors/{queue}/purge` | `{"ids": […]}` removed (embedded broker)          |
 //! | `POST /v1/messages`             | publish (or send, with `destination`) a [`PublishRequest`] |
@@ -65,6 +66,7 @@ pub fn app(state: AdminState) -> Router {
         .route("/v1/plugins/{name}/rollback", post(rollback_plugin))
         .route("/v1/refused", get(refused))
         .route("/v1/errors/{queue}", get(list_errors))
+        .route("/v1/errors/{queue}/show", post(show_errors))
         .route("/v1/errors/{queue}/replay", post(replay_errors))
         .route("/v1/errors/{queue}/purge", post(purge_errors))
         .route("/v1/messages", post(post_message))
@@ -293,19 +295,46 @@ struct Moved {
     purged: Option<usize>,
 }
 
-/// Error queues are read through the API only on the embedded broker.
-fn not_here(error: &anyhow::Error) -> Response {
-    (
-        StatusCode::CONFLICT,
-        Json(ErrorBody::new(format!("{error:#}"))),
-    )
-        .into_response()
+/// Why an error-queue command failed: 409 on RabbitMQ (its error queues are read from the
+/// broker), 404 for a queue the embedded broker does not have, else `otherwise`.
+fn error_queue_failure(error: &anyhow::Error, otherwise: StatusCode) -> Response {
+    let status = if error.downcast_ref::<crate::host::UnknownQueue>().is_some() {
+        StatusCode::NOT_FOUND
+    } else if error.downcast_ref::<crate::host::NotEmbedded>().is_some() {
+        StatusCode::CONFLICT
+    } else {
+        otherwise
+    };
+    (status, Json(ErrorBody::new(format!("{error:#}")))).into_response()
 }
 
 async fn list_errors(State(state): State<AdminState>, Path(queue): Path<String>) -> Response {
     match state.host.error_messages(&queue) {
-        Ok(messages) => Json(messages).into_response(),
-        Err(error) => not_here(&error),
+        Ok(messages) => Json(
+            messages
+                .into_iter()
+                .map(crate::errors::embedded::Listed::of)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(error) => error_queue_failure(&error, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+async fn show_errors(
+    State(state): State<AdminState>,
+    Path(queue): Path<String>,
+    Json(ids): Json<Ids>,
+) -> Response {
+    match state.host.error_messages(&queue) {
+        Ok(messages) => Json(
+            messages
+                .into_iter()
+                .filter(|message| ids.ids.contains(&message.id))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(error) => error_queue_failure(&error, StatusCode::INTERNAL_SERVER_ERROR),
     }
 }
 
@@ -314,20 +343,13 @@ async fn replay_errors(
     Path(queue): Path<String>,
     Json(ids): Json<Ids>,
 ) -> Response {
-    if let Err(error) = state.host.embedded_only() {
-        return not_here(&error);
-    }
-    match state.host.replay_errors(&queue, &ids.ids).await {
+    match state.host.replay_errors(&queue, &ids.ids) {
         Ok(replayed) => Json(Moved {
             replayed: Some(replayed),
             purged: None,
         })
         .into_response(),
-        Err(error) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(ErrorBody::new(format!("{error:#}"))),
-        )
-            .into_response(),
+        Err(error) => error_queue_failure(&error, StatusCode::UNPROCESSABLE_ENTITY),
     }
 }
 
@@ -342,7 +364,7 @@ async fn purge_errors(
             purged: Some(purged),
         })
         .into_response(),
-        Err(error) => not_here(&error),
+        Err(error) => error_queue_failure(&error, StatusCode::INTERNAL_SERVER_ERROR),
     }
 }
 

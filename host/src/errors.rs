@@ -523,7 +523,8 @@ fn stop_on_signal() -> CancellationToken {
         token.cancel();
         crate::signal::shutdown().await;
         eprintln!(
-            "second signal: exiting now (a message being moved may be left in both queues, with the same id)"
+            "second signal: exiting now (on RabbitMQ, a message being moved may be left in both \
+             queues, with the same id; an embedded broker's host finishes the batch it was sent)"
         );
         std::process::exit(130);
     });

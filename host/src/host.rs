@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Result, bail};
 use tracing::Instrument as _;
 
 use crate::config::{BrokerUrl, HostConfig};
@@ -26,7 +26,20 @@ use crate::registry::Registry;
 use crate::stats::{Event, Stats, Summary};
 use crate::transport::amqp::AmqpTransport;
 use crate::transport::memory::MemoryBroker;
-use crate::transport::{DeadLetter, Outbound, Route, Transport};
+use crate::transport::{DeadLetter, Outbound, Transport};
+
+/// The error of an error-queue command about a queue the embedded broker does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("no queue named `{0}`")]
+pub struct UnknownQueue(pub String);
+
+/// The error of an error-queue command sent to a host on RabbitMQ.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this host runs on RabbitMQ: `courier errors` reads its error queues from the broker \
+     (pass --broker amqp://…)"
+)]
+pub struct NotEmbedded;
 
 /// How long a scrape of `/metrics` waits for the broker to tell a queue's depth.
 const QUEUE_DEPTH_PATIENCE: Duration = Duration::from_millis(500);
@@ -123,61 +136,51 @@ impl Host {
     /// The messages of `<queue>_error` on the embedded broker, oldest first, left in place.
     /// (On RabbitMQ, `courier errors` reads the error queues from the broker itself.)
     pub fn error_messages(&self, queue: &str) -> Result<Vec<Envelope>> {
-        Ok(self
-            .embedded_only()?
-            .peek(&DeadLetter::Error.queue_for(queue)))
+        let (memory, error_queue) = self.error_queue(queue)?;
+        Ok(memory.peek(&error_queue))
     }
 
     /// Sends the messages of `<queue>_error` with these ids back to their queue, each on its
-    /// first attempt again and without its fault headers, and takes them off the error queue.
-    /// One at a time: a message that cannot be sent goes back to the error queue, and the
-    /// count so far is in the error. Returns how many were replayed (an id no longer there is
-    /// passed over).
-    pub async fn replay_errors(&self, queue: &str, ids: &[String]) -> Result<usize> {
-        let memory = self.embedded_only()?;
-        let error_queue = DeadLetter::Error.queue_for(queue);
-        let mut replayed = 0;
-        for id in ids {
-            for failed in memory.take(&error_queue, std::slice::from_ref(id)) {
-                let target = failed
-                    .header(recoverability::headers::ORIGINAL_QUEUE)
-                    .unwrap_or(queue)
-                    .to_owned();
-                let copy = Outbound {
-                    route: Route::Send(target.clone()),
-                    envelope: crate::errors::replay_copy(&failed),
-                    delay: None,
-                };
-                if let Err(error) = self.transport.dispatch(vec![copy]).await {
-                    let back = Outbound {
-                        route: Route::Send(error_queue.clone()),
-                        envelope: failed,
-                        delay: None,
-                    };
-                    self.transport.dispatch(vec![back]).await?;
-                    return Err(error.context(format!(
-                        "cannot replay {id} to {target}; it stays in {error_queue} \
-                         ({replayed} replayed before it)"
-                    )));
-                }
-                replayed += 1;
-            }
+    /// first attempt again and without its fault headers, and takes them off the error queue,
+    /// each in one step (see [`MemoryBroker::move_ready`]). A message that cannot be sent stays
+    /// in its place in the error queue, and the moves stop there; the count so far is in the
+    /// error. Returns how many were replayed (an id no longer there is passed over).
+    pub fn replay_errors(&self, queue: &str, ids: &[String]) -> Result<usize> {
+        let (memory, error_queue) = self.error_queue(queue)?;
+        let (replayed, stopped) = memory.move_ready(&error_queue, ids, |failed| {
+            let target = failed
+                .header(recoverability::headers::ORIGINAL_QUEUE)
+                .unwrap_or(queue)
+                .to_owned();
+            (target, crate::errors::replay_copy(failed))
+        });
+        match stopped {
+            None => Ok(replayed),
+            Some(error) => Err(error.context(format!(
+                "{replayed} replayed; the rest stay in {error_queue}"
+            ))),
         }
-        Ok(replayed)
     }
 
     /// Removes the messages of `<queue>_error` with these ids; returns how many there were.
     pub fn purge_errors(&self, queue: &str, ids: &[String]) -> Result<usize> {
+        let (memory, error_queue) = self.error_queue(queue)?;
+        Ok(memory.take(&error_queue, ids).len())
+    }
+
+    /// The embedded broker and the name of `<queue>_error`, which must have been declared.
+    fn error_queue(&self, queue: &str) -> Result<(&MemoryBroker, String)> {
         let memory = self.embedded_only()?;
-        Ok(memory.take(&DeadLetter::Error.queue_for(queue), ids).len())
+        let error_queue = DeadLetter::Error.queue_for(queue);
+        if !memory.has_queue(&error_queue) {
+            bail!(UnknownQueue(error_queue));
+        }
+        Ok((memory, error_queue))
     }
 
     /// The embedded broker, or the error that says the error queues are read elsewhere.
-    pub(crate) fn embedded_only(&self) -> Result<&MemoryBroker> {
-        self.memory.as_ref().context(
-            "this host runs on RabbitMQ: `courier errors` reads its error queues from the \
-             broker (pass --broker amqp://…)",
-        )
+    fn embedded_only(&self) -> Result<&MemoryBroker> {
+        Ok(self.memory.as_ref().ok_or(NotEmbedded)?)
     }
 
     /// Loads every `.wasm` file of `dir`. A file that fails is refused with its reason (logged

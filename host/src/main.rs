@@ -18,6 +18,10 @@ use courier_host::publish::read_seed_file;
 use courier_host::{CourierEngine, Host, HostConfig, PublishRequest};
 
 #[derive(Debug, Parser)]
+/// The most of an admin API answer the CLI reads (an embedded error queue's listing carries its
+/// messages' bodies).
+const ANSWER_LIMIT: u64 = 64 << 20;
+
 #[command(
     name = "courier",
     version,
@@ -556,7 +560,7 @@ impl AdminClientArgs {
         let text = response
             .body_mut()
             .with_config()
-            .limit(64 << 20)
+            .limit(ANSWER_LIMIT)
             .read_to_string()
             .unwrap_or_default();
         if !status.is_success() {
@@ -590,7 +594,12 @@ fn list_plugins(admin: &AdminClientArgs, json: bool) -> Result<()> {
             .as_i64()
             .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
             .map(|at| at.to_string())
-            .unwrap_or_default();
+            .with_context(|| {
+                format!(
+                    "cannot read the admin API's answer ({status}; at most {} MiB is read)",
+                    ANSWER_LIMIT >> 20
+                )
+            })?;
         println!(
             "{:<24} {:<12} {:<14} {:<8} {:>10} {:>9}  {loaded}",
             text("name"),

@@ -116,6 +116,15 @@ fn the_embedded_brokers_error_queue_is_listed_shown_purged_and_replayed_after_a_
     assert!(shown.contains("too-large"), "{shown}");
     assert!(shown.contains("over the limit of 64 bytes"), "{shown}");
 
+    // A queue the host does not have is named, not shown as empty.
+    let mistyped = courier(&["errors", "list", "--queue", "prob", "--admin", &admin]);
+    assert!(!mistyped.status.success());
+    let said = String::from_utf8_lossy(&mistyped.stderr);
+    assert!(
+        said.contains("404") && said.contains("no queue named `prob_error`"),
+        "{said}"
+    );
+
     let purged = stdout(&courier(&[
         "errors", "purge", "--queue", "probe", &ids[0], "--yes", "--admin", &admin,
     ]));

@@ -1,6 +1,6 @@
 //! `courier errors` on the embedded broker. Its error queues live inside the `courier run`
 //! process, so the commands ask that host's admin API (`GET /v1/errors/{queue}`, `POST
-//! /v1/errors/{queue}/replay|purge`) and show what they find the way they show a RabbitMQ
+//! /v1/errors/{queue}/show|replay|purge`) and show what they find the way they show a RabbitMQ
 //! error queue.
 //!
 //! The host moves or removes each message inside its broker, so no message is ever in both
@@ -10,7 +10,7 @@
 use std::io::Write;
 
 use anyhow::{Context as _, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     FailedMessage, ListOptions, Listing, MoveOptions, confirm, may_ask, print_details, progress,
@@ -30,16 +30,40 @@ pub trait AdminApi {
     fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<String>;
 }
 
-/// The messages of `<queue>_error`, oldest first.
+/// A message of an error queue as `GET /v1/errors/{queue}` lists it: the envelope without its
+/// body (a queue of messages refused as too large would make a large answer), and the body's
+/// size. `POST /v1/errors/{queue}/show` gives chosen messages whole.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Listed {
+    pub envelope: Envelope,
+    pub body_bytes: usize,
+}
+
+impl Listed {
+    pub fn of(mut envelope: Envelope) -> Listed {
+        let body_bytes = envelope.body.len();
+        envelope.body = Vec::new();
+        Listed {
+            envelope,
+            body_bytes,
+        }
+    }
+}
+
+/// The messages of `<queue>_error`, oldest first, without their bodies.
 fn fetch(api: &dyn AdminApi, queue: &str) -> Result<(String, Vec<FailedMessage>)> {
     let error_queue = DeadLetter::Error.queue_for(queue);
     let text = api.get(&format!("/v1/errors/{queue}"))?;
-    let envelopes: Vec<Envelope> = serde_json::from_str(&text)
+    let listed: Vec<Listed> = serde_json::from_str(&text)
         .with_context(|| format!("the host's answer about {error_queue} is not a message list"))?;
-    let messages = envelopes
+    let messages = listed
         .iter()
         .enumerate()
-        .map(|(place, envelope)| FailedMessage::of_envelope(&error_queue, place + 1, envelope))
+        .map(|(place, listed)| {
+            let mut message = FailedMessage::of_envelope(&error_queue, place + 1, &listed.envelope);
+            message.body_bytes = listed.body_bytes;
+            message
+        })
         .collect();
     Ok((error_queue, messages))
 }
@@ -76,13 +100,23 @@ pub fn show(
     out: &mut impl Write,
 ) -> Result<()> {
     let (error_queue, messages) = fetch(api, queue)?;
-    let Some(message) = messages.iter().find(|m| m.id == id) else {
-        bail!(
+    let position = messages.iter().position(|m| m.id == id).with_context(|| {
+        format!(
             "no message {id} in {error_queue} ({} message(s) there)",
             messages.len()
-        );
-    };
-    print_details(message, json, out)
+        )
+    })?;
+    let text = api.post_json(
+        &format!("/v1/errors/{queue}/show"),
+        &serde_json::json!({ "ids": [id] }),
+    )?;
+    let whole: Vec<Envelope> = serde_json::from_str(&text)
+        .with_context(|| format!("the host's answer about {id} is not a message list"))?;
+    let envelope = whole
+        .first()
+        .with_context(|| format!("{id} left {error_queue} while it was being shown"))?;
+    let message = FailedMessage::of_envelope(&error_queue, position + 1, envelope);
+    print_details(&message, json, out)
 }
 
 /// The ids of the messages `options` chooses, oldest first.
@@ -124,7 +158,9 @@ async fn in_batches(
             &format!("/v1/errors/{queue}/{action}"),
             &serde_json::json!({ "ids": batch }),
         );
-        let text = text.with_context(|| format!("{action} stopped after {moved} message(s)"))?;
+        let text = text.with_context(|| {
+            format!("{action} stopped; the batches before this one moved {moved} message(s)")
+        })?;
         let answer: Moved = serde_json::from_str(&text)
             .with_context(|| format!("the host's answer to {action} is not understood"))?;
         moved += answer.replayed.or(answer.purged).unwrap_or(0);

@@ -109,7 +109,10 @@ pub struct FailedMessage {
     /// Its `message_id` (or, for a message published without one, the id Courier derives).
     pub id: String,
     pub properties: BasicProperties,
+    /// The body; empty in an embedded broker's listing, which leaves bodies out.
     pub body: Vec<u8>,
+    /// The body's size, also where the body was left out.
+    pub body_bytes: usize,
     pub(super) delivery_tag: u64,
 }
 
@@ -132,6 +135,7 @@ impl FailedMessage {
             position,
             id,
             properties,
+            body_bytes: body.len(),
             body,
             delivery_tag,
         }
@@ -145,6 +149,7 @@ impl FailedMessage {
             id: envelope.id.clone(),
             properties: wire::to_properties(envelope),
             body: envelope.body.clone(),
+            body_bytes: envelope.body.len(),
             delivery_tag: 0,
         }
     }
@@ -242,7 +247,7 @@ impl FailedMessage {
             "original_queue": self.original_queue(),
             "host": self.header(headers::HOST),
             "content_type": short_string(self.properties.content_type()),
-            "bytes": self.body.len(),
+            "bytes": self.body_bytes,
             "properties": self.properties_json(),
             "headers": self.headers_json(),
         })

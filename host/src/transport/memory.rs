@@ -193,6 +193,69 @@ impl MemoryBroker {
         taken
     }
 
+    /// Whether a queue of this name was declared.
+    pub fn has_queue(&self, queue: &str) -> bool {
+        self.queue(queue).is_some()
+    }
+
+    /// Moves the ready messages of `from` whose ids are in `ids`, in that order, each to the
+    /// queue `route` names for it and as `route` rewrites it. Each move is one step with no
+    /// wait in it, so a caller that is cancelled never leaves a message in both queues or in
+    /// neither. A message whose target is missing or full stays where it was, in its place, and
+    /// the moves stop there: the result holds how many were moved and, if it stopped, why. An
+    /// id not (or no longer) in `from` is passed over.
+    pub fn move_ready(
+        &self,
+        from: &str,
+        ids: &[String],
+        mut route: impl FnMut(&Envelope) -> (String, Envelope),
+    ) -> (usize, Option<anyhow::Error>) {
+        let Some(source) = self.queue(from) else {
+            return (0, Some(anyhow!("no queue named `{from}`")));
+        };
+        let mut moved = 0;
+        for id in ids {
+            let mut ready = source.ready.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(place) = ready.iter().position(|stored| stored.envelope.id == *id) else {
+                continue;
+            };
+            let (target_name, copy) = route(&ready[place].envelope);
+            let Some(target) = self.queue(&target_name) else {
+                return (
+                    moved,
+                    Some(anyhow!("cannot move {id}: no queue named `{target_name}`")),
+                );
+            };
+            if Arc::ptr_eq(&target, &source) {
+                return (
+                    moved,
+                    Some(anyhow!("cannot move {id} from `{from}` to itself")),
+                );
+            }
+            let Ok(room) = target.space.try_acquire() else {
+                return (
+                    moved,
+                    Some(anyhow!("cannot move {id}: `{target_name}` is full")),
+                );
+            };
+            room.forget();
+            // The message holds one ready permit of `from`; nothing consumes a dead-letter
+            // queue, so it is free to take.
+            if let Ok(held) = source.available.try_acquire() {
+                held.forget();
+            }
+            ready.remove(place);
+            drop(ready);
+            source.space.add_permits(1);
+            target.push(Stored {
+                envelope: copy,
+                redelivered: false,
+            });
+            moved += 1;
+        }
+        (moved, None)
+    }
+
     /// No message is ready, unacknowledged or delayed on any queue except the dead-letter
     /// queues (which nothing consumes).
     pub fn is_idle(&self) -> bool {
@@ -436,5 +499,82 @@ impl Drop for MemoryAcker {
                 redelivered: true,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(broker: &MemoryBroker, queue: &str, count: usize) -> Vec<String> {
+        let queue = broker.declare_queue(queue);
+        (0..count)
+            .map(|n| {
+                let envelope = Envelope::new(
+                    "urn:message:Tests:Ping",
+                    "text/plain",
+                    vec![u8::try_from(n).unwrap()],
+                );
+                let id = envelope.id.clone();
+                queue.space.try_acquire().unwrap().forget();
+                queue.push(Stored {
+                    envelope,
+                    redelivered: false,
+                });
+                id
+            })
+            .collect()
+    }
+
+    fn ids(broker: &MemoryBroker, queue: &str) -> Vec<String> {
+        broker.peek(queue).into_iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn a_move_stops_at_a_full_target_and_leaves_the_message_in_its_place() {
+        let broker = MemoryBroker::new(2);
+        let failed = queued(&broker, "probe_error", 2);
+        let waiting = queued(&broker, "probe", 1);
+        // `probe` has room for one more: the first move fits, the second does not.
+        let wanted = vec![failed[1].clone(), failed[0].clone(), "gone".to_owned()];
+        let (moved, stopped) = broker.move_ready("probe_error", &wanted, |failed| {
+            ("probe".to_owned(), failed.clone())
+        });
+        assert_eq!(moved, 1);
+        let error = stopped.unwrap().to_string();
+        assert!(error.contains("`probe` is full"), "{error}");
+        assert_eq!(ids(&broker, "probe_error"), vec![failed[0].clone()]);
+        assert_eq!(
+            ids(&broker, "probe"),
+            vec![waiting[0].clone(), failed[1].clone()]
+        );
+
+        // Taking one off `probe` makes room, and the one left moves.
+        assert_eq!(broker.drain("probe").len(), 2);
+        let (moved, stopped) = broker.move_ready("probe_error", &wanted, |failed| {
+            ("probe".to_owned(), failed.clone())
+        });
+        assert!(stopped.is_none());
+        assert_eq!(moved, 1);
+        assert!(ids(&broker, "probe_error").is_empty());
+        assert_eq!(ids(&broker, "probe"), vec![failed[0].clone()]);
+    }
+
+    #[test]
+    fn a_move_to_a_missing_queue_leaves_the_message_where_it_was() {
+        let broker = MemoryBroker::new(4);
+        let failed = queued(&broker, "probe_error", 2);
+        let (moved, stopped) = broker.move_ready("probe_error", &failed, |failed| {
+            ("nowhere".to_owned(), failed.clone())
+        });
+        assert_eq!(moved, 0);
+        assert!(
+            stopped
+                .unwrap()
+                .to_string()
+                .contains("no queue named `nowhere`")
+        );
+        assert_eq!(ids(&broker, "probe_error"), failed);
+        assert!(!broker.has_queue("nowhere"));
     }
 }
