@@ -563,9 +563,25 @@ fn flatten_config(
 impl HostConfig {
     /// Reads and checks a host configuration file.
     pub fn from_file(path: &Path) -> Result<Self> {
+        let config = Self::parse_file(path)?;
+        config
+            .validate()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Reads a configuration file without checking it, for a caller that completes it first
+    /// (flags, environment variables) and then calls [`HostConfig::validate`].
+    pub fn parse_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("invalid config file {}", path.display()))
+        toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid config file {}: {}",
+                path.display(),
+                e.to_string().trim_end()
+            )
+        })
     }
 
     /// Parses and checks a host configuration.

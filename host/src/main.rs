@@ -13,15 +13,16 @@ use clap::{Args, Parser, Subcommand};
 use courier_host::admin::{self, AdminState};
 use courier_host::config::{BrokerUrl, LogFormat, redact_url};
 use courier_host::errors::{self, ListOptions, MoveOptions, Selection};
+use courier_host::inbox::InboxStore;
 use courier_host::inspect::inspect;
 use courier_host::publish::read_seed_file;
 use courier_host::{CourierEngine, Host, HostConfig, PublishRequest};
 
-#[derive(Debug, Parser)]
 /// The most of an admin API answer the CLI reads (an embedded error queue's listing carries its
 /// messages' bodies).
 const ANSWER_LIMIT: u64 = 64 << 20;
 
+#[derive(Debug, Parser)]
 #[command(
     name = "courier",
     version,
@@ -122,6 +123,10 @@ struct RunArgs {
     /// running side by side need one each.
     #[arg(long, env = "COURIER_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL URL of the shared inbox (overrides `inbox.postgres_url`; taken only with
+    /// `inbox.store = "postgres"`). An environment variable keeps its password out of files.
+    #[arg(long, env = "COURIER_INBOX_POSTGRES_URL", hide_env_values = true)]
+    inbox_postgres_url: Option<String>,
     /// Directory of compiled plugins (overrides `engine.cache_dir`).
     #[arg(long, env = "COURIER_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -195,6 +200,16 @@ struct ErrorsArgs {
     /// commands work on the embedded broker of the host at --admin.
     #[arg(long, env = "COURIER_BROKER", hide_env_values = true, global = true)]
     broker: Option<String>,
+    /// The shared inbox's URL, read as `courier run` reads it so that the host's own
+    /// configuration file and environment are accepted here unchanged; these commands do not
+    /// use the inbox.
+    #[arg(
+        long,
+        env = "COURIER_INBOX_POSTGRES_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    inbox_postgres_url: Option<String>,
     /// With the embedded broker: the admin API of the host that runs it.
     #[arg(
         long,
@@ -326,42 +341,66 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> Result<()> {
-    let mut config = match &args.config {
-        Some(path) => HostConfig::from_file(path)?,
+/// The configuration file (or the defaults), completed by `complete` (the flags and environment
+/// variables that override it) and only then checked, so that a file may leave a key to the
+/// environment, as the Kubernetes ConfigMap leaves the passwords to the Secret.
+fn load_config(path: Option<&Path>, complete: impl FnOnce(&mut HostConfig)) -> Result<HostConfig> {
+    let mut config = match path {
+        Some(path) => HostConfig::parse_file(path)?,
         None => HostConfig::default(),
     };
-    if let Some(broker) = args.broker {
-        config.broker = Some(broker);
+    complete(&mut config);
+    config.validate().with_context(|| match path {
+        Some(path) => format!("invalid config file {}", path.display()),
+        None => "invalid configuration".to_owned(),
+    })?;
+    Ok(config)
+}
+
+/// `--inbox-postgres-url` / `COURIER_INBOX_POSTGRES_URL`. Only a PostgreSQL inbox takes it, so
+/// that the variable can be set for a whole fleet whose hosts do not all use one.
+fn take_inbox_url(config: &mut HostConfig, url: Option<String>) {
+    if let Some(url) = url
+        && config.inbox.store == InboxStore::Postgres
+    {
+        config.inbox.postgres_url = Some(url);
     }
-    if let Some(plugins) = args.plugins {
-        config.plugins_dir = Some(plugins);
-    }
-    if let Some(listen) = args.admin_listen {
-        config.admin.listen = listen;
-    }
-    if let Some(token) = args.admin_token {
-        config.admin.token = Some(token);
-    }
-    if args.no_admin {
-        config.admin.enabled = false;
-    }
-    if let Some(format) = args.log_format {
-        config.log.format = format;
-    }
-    if let Some(dir) = args.data_dir {
-        config.inbox.data_dir = dir;
-    }
-    if let Some(dir) = args.cache_dir {
-        config.engine.cache_dir = dir;
-    }
-    if args.no_watch {
-        config.reload.watch = false;
-    }
-    if let Some(endpoint) = args.otlp_endpoint {
-        config.telemetry.otlp_endpoint = Some(endpoint);
-    }
-    config.validate().context("invalid configuration")?;
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let mut config = load_config(args.config.as_deref(), |config| {
+        if let Some(broker) = args.broker {
+            config.broker = Some(broker);
+        }
+        if let Some(plugins) = args.plugins {
+            config.plugins_dir = Some(plugins);
+        }
+        if let Some(listen) = args.admin_listen {
+            config.admin.listen = listen;
+        }
+        if let Some(token) = args.admin_token {
+            config.admin.token = Some(token);
+        }
+        if args.no_admin {
+            config.admin.enabled = false;
+        }
+        if let Some(format) = args.log_format {
+            config.log.format = format;
+        }
+        if let Some(dir) = args.data_dir {
+            config.inbox.data_dir = dir;
+        }
+        take_inbox_url(config, args.inbox_postgres_url);
+        if let Some(dir) = args.cache_dir {
+            config.engine.cache_dir = dir;
+        }
+        if args.no_watch {
+            config.reload.watch = false;
+        }
+        if let Some(endpoint) = args.otlp_endpoint {
+            config.telemetry.otlp_endpoint = Some(endpoint);
+        }
+    })?;
     let telemetry = courier_host::telemetry::install(&config)?;
     let plugins_dir = config
         .plugins_dir
@@ -562,7 +601,12 @@ impl AdminClientArgs {
             .with_config()
             .limit(ANSWER_LIMIT)
             .read_to_string()
-            .unwrap_or_default();
+            .with_context(|| {
+                format!(
+                    "cannot read the admin API's answer ({status}; at most {} MiB is read)",
+                    ANSWER_LIMIT >> 20
+                )
+            })?;
         if !status.is_success() {
             let reason = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
@@ -594,12 +638,7 @@ fn list_plugins(admin: &AdminClientArgs, json: bool) -> Result<()> {
             .as_i64()
             .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
             .map(|at| at.to_string())
-            .with_context(|| {
-                format!(
-                    "cannot read the admin API's answer ({status}; at most {} MiB is read)",
-                    ANSWER_LIMIT >> 20
-                )
-            })?;
+            .unwrap_or_default();
         println!(
             "{:<24} {:<12} {:<14} {:<8} {:>10} {:>9}  {loaded}",
             text("name"),
@@ -711,13 +750,12 @@ impl ErrorsTask {
 }
 
 fn error_queues(args: ErrorsArgs) -> Result<()> {
-    let mut config = match &args.config {
-        Some(path) => HostConfig::from_file(path)?,
-        None => HostConfig::default(),
-    };
-    if let Some(broker) = args.broker {
-        config.broker = Some(broker);
-    }
+    let config = load_config(args.config.as_deref(), |config| {
+        if let Some(broker) = args.broker {
+            config.broker = Some(broker);
+        }
+        take_inbox_url(config, args.inbox_postgres_url);
+    })?;
     let task = ErrorsTask::of(args.command, args.scan_limit)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -37,14 +37,86 @@ fn configmap_toml(text: &str) -> String {
         .join("\n")
 }
 
+/// The value under `key:` in the example Secret's `stringData`.
+fn secret_value(key: &str) -> String {
+    let (path, text) = deploy_file("kubernetes/secret.yaml");
+    let prefix = format!("  {key}: ");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{} has no {key}", path.display()));
+    line.trim().trim_matches('"').to_owned()
+}
+
 #[test]
-fn the_configmap_holds_a_configuration_the_host_accepts() {
+fn the_configmap_holds_a_configuration_the_host_accepts_once_the_secret_completes_it() {
     let (path, text) = deploy_file("kubernetes/configmap.yaml");
     let toml = configmap_toml(&text);
     assert!(toml.contains("[amqp]"), "{toml}");
-    let config = HostConfig::from_toml(&toml)
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("courier.toml");
+    std::fs::write(&file, &toml).unwrap();
+
+    // The file alone leaves the shared inbox's URL, which holds a password, to the Secret...
+    let error = HostConfig::from_file(&file).unwrap_err();
+    assert!(
+        format!("{error:#}").contains("inbox.postgres_url must be set"),
+        "{error:#}"
+    );
+    // ...and with the Secret's value, as the Deployment passes it, the host accepts it.
+    let mut config = HostConfig::parse_file(&file).unwrap();
+    config.inbox.postgres_url = Some(secret_value("inbox-postgres-url"));
+    config
+        .validate()
         .unwrap_or_else(|e| panic!("{}: courier.toml: {e:#}", path.display()));
     assert_eq!(config.log.format, courier_host::config::LogFormat::Json);
+    assert_eq!(
+        config.inbox.store,
+        courier_host::inbox::InboxStore::Postgres
+    );
+}
+
+#[test]
+fn the_inbox_url_from_the_environment_completes_a_configuration_that_lacks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = dir.path().join("postgres.toml");
+    std::fs::write(&postgres, "[inbox]\nstore = \"postgres\"\n").unwrap();
+    let file = dir.path().join("file.toml");
+    std::fs::write(&file, "[inbox]\nstore = \"file\"\n").unwrap();
+    // `courier errors` loads the host's configuration the way `courier run` does. Against a
+    // port where no broker listens, a configuration it accepts gets as far as connecting.
+    let run = |config: &Path, url: Option<&str>| {
+        let mut command = Command::new(courier_bin());
+        command
+            .args(["errors", "list", "--queue", "probe"])
+            .args(["--broker", "amqp://guest:guest@127.0.0.1:1/%2f"])
+            .arg("--config")
+            .arg(config)
+            .env_remove("COURIER_INBOX_POSTGRES_URL");
+        if let Some(url) = url {
+            command.env("COURIER_INBOX_POSTGRES_URL", url);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let connecting = |stderr: &str| stderr.contains("127.0.0.1:1");
+    let url = "postgres://courier:secret@db:5432/courier";
+
+    let without = run(&postgres, None);
+    assert!(
+        without.contains("inbox.postgres_url must be set") && without.contains("postgres.toml"),
+        "{without}"
+    );
+    assert!(!connecting(&without), "{without}");
+    let with = run(&postgres, Some(url));
+    assert!(connecting(&with) && !with.contains("inbox"), "{with}");
+    // A host whose inbox is a file does not take the variable (set for the fleet, say).
+    let ignored = run(&file, Some(url));
+    assert!(
+        connecting(&ignored) && !ignored.contains("inbox"),
+        "{ignored}"
+    );
 }
 
 #[test]
