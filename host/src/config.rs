@@ -215,14 +215,15 @@ impl TelemetryConfig {
 
     fn validate(&self) -> Result<()> {
         if let Some(endpoint) = &self.otlp_endpoint {
+            let shown = redact_url(endpoint);
             let rest = endpoint.strip_prefix("http://").with_context(|| {
                 format!(
-                    "telemetry.otlp_endpoint `{endpoint}` must be an http:// URL \
+                    "telemetry.otlp_endpoint `{shown}` must be an http:// URL \
                      (OTLP over HTTP; for TLS, export through a local collector)"
                 )
             })?;
             if rest.is_empty() || rest.starts_with('/') {
-                bail!("telemetry.otlp_endpoint `{endpoint}` names no host");
+                bail!("telemetry.otlp_endpoint `{shown}` names no host");
             }
         }
         if self.service_name.trim().is_empty() {
@@ -850,6 +851,11 @@ mod tests {
             (
                 "[telemetry]\notlp_endpoint = \"https://collector:4318\"",
                 "telemetry.otlp_endpoint `https://collector:4318` must be an http:// URL",
+            ),
+            (
+                // The password is not shown.
+                "[telemetry]\notlp_endpoint = \"https://otel:hunter2@collector:4318\"",
+                "telemetry.otlp_endpoint `https://otel:***@collector:4318` must be an http:// URL",
             ),
             ("[defaults]\nexpired = \"keep\"", "unknown variant `keep`"),
             (

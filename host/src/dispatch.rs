@@ -170,6 +170,7 @@ impl Dispatcher {
                 .await?;
             runner.tasks.spawn(self.clone().sweep_expired(
                 expired,
+                endpoint.queue.clone(),
                 Arc::clone(&slot),
                 runner.stop.clone(),
             ));
@@ -291,10 +292,13 @@ impl Dispatcher {
 
     /// With `expired = "drop"`: drops what the broker expired into `<queue>_expired` (a
     /// message whose time-to-live ran out while it waited in the input queue), counting each
-    /// as expired, until the runner stops.
+    /// as expired, until the runner stops. The input queue dead-letters there for every reason
+    /// the broker has, so what it gave up on for another reason (a quorum queue's delivery
+    /// limit, a length limit) is moved to `<queue>_error` with that reason instead.
     async fn sweep_expired(
         self,
         mut consumer: Box<dyn Consumer>,
+        queue: String,
         slot: Arc<PluginSlot>,
         stop: CancellationToken,
     ) {
@@ -306,6 +310,19 @@ impl Dispatcher {
             };
             let Some(delivery) = next else { break };
             let plugin = slot.load();
+            if let Some(reason) = not_expired(&delivery) {
+                let error = format!("the broker dead-lettered it from {queue}: {reason}");
+                self.dead_letter(
+                    &plugin,
+                    &queue,
+                    delivery,
+                    DeadLetter::Error,
+                    BROKER_DEAD_LETTERED,
+                    &error,
+                )
+                .await;
+                continue;
+            }
             tracing::debug!(
                 plugin = plugin.name(),
                 message_id = %delivery.envelope.id,
@@ -771,5 +788,21 @@ impl Dispatcher {
         self.stats
             .record(&envelope.message_type, Some(plugin.label()), event);
         ack(delivery).await;
+    }
+}
+
+/// The fault reason of a message the broker dead-lettered for a reason other than expiry.
+const BROKER_DEAD_LETTERED: &str = "broker-dead-lettered";
+
+/// Why a message in `<queue>_expired` is there if not because it expired: the broker's reason
+/// (`rejected`, `maxlen`, `delivery_limit`). `None` for an expired one, whether the broker or a
+/// host (`courier-fault-reason`) put it there.
+fn not_expired(delivery: &Delivery) -> Option<String> {
+    if delivery.envelope.header(recoverability::headers::REASON) == Some("expired") {
+        return None;
+    }
+    match delivery.dead_letter_reason.as_deref() {
+        Some("expired") | None => None,
+        Some(reason) => Some(reason.to_owned()),
     }
 }

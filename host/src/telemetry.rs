@@ -126,7 +126,12 @@ fn tracer_provider(config: &HostConfig, url: &str) -> Result<SdkTracerProvider> 
         .with_endpoint(url)
         .with_timeout(EXPORT_TIMEOUT)
         .build()
-        .with_context(|| format!("telemetry.otlp_endpoint: cannot export to {url}"))?;
+        .with_context(|| {
+            format!(
+                "telemetry.otlp_endpoint: cannot export to {}",
+                crate::config::redact_url(url)
+            )
+        })?;
     let resource = Resource::builder()
         .with_service_name(config.telemetry.service_name.clone())
         .with_attributes([

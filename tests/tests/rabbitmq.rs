@@ -200,7 +200,8 @@ async fn bad_input_lands_in_the_right_queue_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_message_goes_to_the_expired_queue_or_is_dropped_by_config() {
-    // By default: kept in `probe_expired`, whether the host or the broker saw it expire.
+    // By default: kept in `probe_expired`. (The message is already past its expiry when it is
+    // published: the host or the broker sees that first, and either puts it there.)
     let vhost = Vhost::new("expired");
     let host = amqp_host_with(&vhost, "", &["probe"]).await;
     let mut stale = PublishRequest::new(test_type("Ping"), json!({"n": 1}))
@@ -217,6 +218,84 @@ async fn an_expired_message_goes_to_the_expired_queue_or_is_dropped_by_config() 
     let vhost = Vhost::new("expired-drop");
     let host = amqp_host_with(&vhost, "[plugins.probe]\nexpired = \"drop\"", &["probe"]).await;
     assert_expired_messages_are_dropped(&host).await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_expired_drop_what_the_broker_gave_up_on_for_another_reason_goes_to_the_error_queue() {
+    // The input queue dead-letters into `probe_expired` for any reason. Here the reason is a
+    // delivery limit, set by policy, that a consumer exhausts by returning the message.
+    let vhost = Vhost::new("expired-limit");
+    let declaring = amqp_host_with(&vhost, "", &[]).await;
+    let ping = test_type("Ping");
+    let endpoint = courier_host::transport::Endpoint {
+        queue: "probe".to_owned(),
+        subscriptions: vec![ping.clone()],
+    };
+    declaring
+        .transport()
+        .declare_endpoint(&endpoint)
+        .await
+        .unwrap();
+    rabbitmqctl(&[
+        "set_policy",
+        "-p",
+        &vhost.name,
+        "limit",
+        "^probe$",
+        r#"{"delivery-limit": 1}"#,
+        "--apply-to",
+        "queues",
+    ]);
+    let id = send(&declaring, "probe", &ping, json!({"n": 1})).await;
+    let connection = Connection::connect(&vhost.url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut returned = 0;
+    loop {
+        let got = channel
+            .basic_get(
+                "probe".into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap();
+        let Some(message) = got else { break };
+        message
+            .delivery
+            .acker
+            .nack(lapin::options::BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await
+            .unwrap();
+        returned += 1;
+        assert!(returned <= 5, "the delivery limit never took effect");
+    }
+    connection.close(200, "done".into()).await.unwrap();
+    wait_until("the broker dead-letters it into probe_expired", || {
+        let listed = rabbitmqctl(&["list_queues", "-p", &vhost.name, "name", "messages"]);
+        listed
+            .lines()
+            .any(|line| line.split_whitespace().eq(["probe_expired", "1"]))
+    })
+    .await;
+    declaring.shutdown().await;
+
+    let host = amqp_host_with(&vhost, "[plugins.probe]\nexpired = \"drop\"", &["probe"]).await;
+    let mut errors = Tap::attach(&host, "probe_error").await;
+    let failed = errors.next().await;
+    assert_eq!(failed.id, id);
+    assert_eq!(
+        failed.header(headers::REASON),
+        Some("broker-dead-lettered"),
+        "{failed:?}"
+    );
+    let text = failed.header(headers::MESSAGE).unwrap_or_default();
+    assert!(text.contains("delivery_limit"), "{text}");
+    assert_eq!(host.summary().of(&ping).expired, 0);
     host.shutdown().await;
 }
 

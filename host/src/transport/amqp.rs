@@ -597,6 +597,7 @@ impl Consumer for AmqpConsumer {
             };
             match consumer.next().await {
                 Some(Ok(delivery)) => {
+                    let dead_letter_reason = wire::dead_letter_reason(&delivery.properties);
                     let envelope = wire::from_delivery(
                         &delivery.properties,
                         delivery.data,
@@ -605,6 +606,7 @@ impl Consumer for AmqpConsumer {
                     return Some(Delivery {
                         envelope,
                         redelivered: delivery.redelivered,
+                        dead_letter_reason,
                         acker: Box::new(AmqpAcker {
                             acker: delivery.acker,
                             inner: Arc::clone(&self.inner),

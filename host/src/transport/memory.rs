@@ -426,6 +426,7 @@ impl Consumer for MemoryConsumer {
         self.queue.unacked.fetch_add(1, Ordering::SeqCst);
         Some(Delivery {
             redelivered: stored.redelivered,
+            dead_letter_reason: None,
             acker: Box::new(MemoryAcker {
                 broker: self.broker.clone(),
                 queue: Arc::clone(&self.queue),

@@ -87,6 +87,10 @@ pub struct Delivery {
     pub envelope: Envelope,
     /// The broker delivered it before and it was never settled.
     pub redelivered: bool,
+    /// Why the broker dead-lettered it into the queue it came from (RabbitMQ's
+    /// `x-first-death-reason`: `expired`, `rejected`, `maxlen`, `delivery_limit`); `None` if it
+    /// did not, and always on the embedded broker, where only a host dead-letters.
+    pub dead_letter_reason: Option<String>,
     pub acker: Box<dyn Acker>,
 }
 

@@ -185,6 +185,17 @@ pub fn from_delivery(properties: &BasicProperties, body: Vec<u8>, exchange: &str
 }
 
 /// A header value as text; arrays and tables are left out.
+/// RabbitMQ's reason for the first time it dead-lettered a message (`x-first-death-reason`),
+/// which [`from_delivery`] leaves out of the envelope with the broker's other `x-` headers.
+pub fn dead_letter_reason(properties: &BasicProperties) -> Option<String> {
+    properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get("x-first-death-reason")
+        .and_then(header_text)
+}
+
 fn header_text(value: &AMQPValue) -> Option<String> {
     Some(match value {
         AMQPValue::LongString(s) => s.to_string(),
@@ -283,5 +294,20 @@ mod tests {
             envelope.message_type, "",
             "no type, no exchange: nothing to route by"
         );
+    }
+    #[test]
+    fn the_brokers_dead_letter_reason_is_read_but_not_kept_in_the_envelope() {
+        let mut headers = BTreeMap::new();
+        headers.insert(
+            ShortString::from("x-first-death-reason"),
+            AMQPValue::LongString("delivery_limit".into()),
+        );
+        let properties = BasicProperties::default().with_headers(FieldTable::from(headers));
+        assert_eq!(
+            dead_letter_reason(&properties).as_deref(),
+            Some("delivery_limit")
+        );
+        assert!(from_delivery(&properties, vec![], "").headers.is_empty());
+        assert_eq!(dead_letter_reason(&BasicProperties::default()), None);
     }
 }
