@@ -525,17 +525,32 @@ impl Transport for AmqpTransport {
 
     async fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
-        let link = self.inner.link.lock().await.take();
-        if let Some(link) = link
-            && let Err(error) = link
-                .connection
-                .close(200, "courier host stopped".into())
-                .await
-        {
-            tracing::debug!(%error, "closing the broker connection");
+        // Everything is settled by now, so the close is a courtesy to the broker: a broker (or
+        // client) that never answers it must not keep the process from exiting, nor hold a
+        // reconnection that owns the link.
+        let closing = async {
+            let link = self.inner.link.lock().await.take();
+            if let Some(link) = link
+                && let Err(error) = link
+                    .connection
+                    .close(200, "courier host stopped".into())
+                    .await
+            {
+                tracing::debug!(%error, "closing the broker connection");
+            }
+        };
+        if tokio::time::timeout(CLOSE_PATIENCE, closing).await.is_err() {
+            tracing::warn!(
+                "the broker did not answer the connection's close within {CLOSE_PATIENCE:?}; \
+                 dropping the connection"
+            );
         }
     }
 }
+
+/// How long cancelling a consumer or closing the connection may take at shutdown before Courier
+/// goes on without the broker's answer.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Consumes one queue, re-subscribing after the connection or channel is lost.
 struct AmqpConsumer {
@@ -630,12 +645,22 @@ impl Consumer for AmqpConsumer {
     async fn cancel(&mut self) {
         // The channel stays open while deliveries taken from it are settled (each acker holds
         // it); the broker returns the ones it sent and nobody took when it closes.
-        if let Some((channel, consumer)) = self.current.take()
-            && let Err(error) = channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                .await
-        {
-            tracing::debug!(queue = %self.queue, %error, "cancelling a consumer");
+        let Some((channel, consumer)) = self.current.take() else {
+            return;
+        };
+        // Bounded like the connection's close: a cancel the broker never confirms must not
+        // keep the host from draining. Closing the channel or the connection ends the
+        // consumer anyway.
+        let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+        match tokio::time::timeout(CLOSE_PATIENCE, cancelling).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(queue = %self.queue, %error, "cancelling a consumer");
+            }
+            Err(_) => tracing::warn!(
+                queue = %self.queue,
+                "the broker did not confirm the consumer's cancel within {CLOSE_PATIENCE:?}"
+            ),
         }
     }
 }
