@@ -13,9 +13,9 @@
 //!    single-threaded async runtime, with the trivial plugin beside a native consumer doing the
 //!    same work;
 //! 3. the payment step on the real RabbitMQ beside a native lapin consumer: peak throughput,
-//!    and latency at 50% and 90% of the native peak (see `rabbitmq.rs`). It needs the local
-//!    broker (`COURIER_BENCH_BROKER`, default `amqp://guest:guest@127.0.0.1:5672`) and
-//!    `rabbitmqctl`; `--no-rabbitmq` leaves it out.
+//!    and latency at 50% and 90% of the slower variant's peak (see `rabbitmq.rs`). It needs
+//!    the local broker (`COURIER_BENCH_BROKER`, default `amqp://guest:guest@127.0.0.1:5672`)
+//!    and `rabbitmqctl`; `--no-rabbitmq` leaves it out.
 //! 4. hot reload (see `reload.rs`): swap latency on the embedded broker, from the cache and
 //!    cold, and the throughput of a queue on RabbitMQ with 12 swaps beside none (the latter left
 //!    out by `--no-rabbitmq`); `--no-reload` leaves both out.

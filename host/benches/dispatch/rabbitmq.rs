@@ -8,10 +8,12 @@
 //!
 //! - **Throughput**: N orders are waiting in the queue before the consumer starts; the rate is
 //!   measured between the first and the last follow-up the sink receives.
-//! - **Latency**: orders are published at a fixed rate (50% and 90% of the native peak, the
-//!   same offered load for both variants); a message's latency runs from its publish to the
-//!   arrival of its follow-up at the sink. The follow-up is confirmed before the order is
-//!   acked, so this is publish to ack plus one delivery to the sink, the same for both.
+//! - **Latency**: orders are published at a fixed rate, 50% and 90% of the slower variant's
+//!   peak, the same offered load for both. (A share of the faster one's peak can be past the
+//!   slower one's, and then measures its queue rather than what it adds to a message.) A
+//!   message's latency runs from its publish to the arrival of its follow-up at the sink. The
+//!   follow-up is confirmed before the order is acked, so this is publish to ack plus one
+//!   delivery to the sink, the same for both.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -541,12 +543,13 @@ pub fn run(quick: bool, base: &str, rows: &mut Vec<Row>) {
                 ratio_to_native: rate / native,
             });
         }
+        let slower = native.min(courier);
         for share in [0.5, 0.9] {
-            let rate = native * share;
+            let rate = slower * share;
             let mut baseline: HashMap<String, f64> = HashMap::new();
             for variant in [Variant::Native, Variant::Courier] {
                 eprintln!(
-                    "rabbitmq latency at {:.0}% of the native peak ({rate:.0} msg/s), {} ...",
+                    "rabbitmq latency at {:.0}% of the slower peak ({rate:.0} msg/s), {} ...",
                     share * 100.0,
                     variant.label()
                 );
@@ -554,8 +557,10 @@ pub fn run(quick: bool, base: &str, rows: &mut Vec<Row>) {
                 for p in [50.0, 99.0, 99.9] {
                     let value = percentile(&sorted, p);
                     let reference = *baseline.entry(p.to_string()).or_insert(value);
-                    let scenario =
-                        format!("rabbitmq latency p{p} at {:.0}% of peak", share * 100.0);
+                    let scenario = format!(
+                        "rabbitmq latency p{p} at {:.0}% of slower peak",
+                        share * 100.0
+                    );
                     if variant == Variant::Courier {
                         rows.push(Row {
                             scenario: scenario.clone(),
