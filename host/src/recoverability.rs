@@ -103,6 +103,10 @@ pub fn with_fault_headers(
     error: &str,
 ) -> Envelope {
     let mut faulted = envelope.clone();
+    // A dead-letter queue keeps what it is given until someone replays or purges it: the
+    // copy carries no expiry, which on RabbitMQ would make the broker drop it there (RabbitMQ
+    // clears a message's expiration when it dead-letters one itself, for the same reason).
+    faulted.expires_at_ms = None;
     faulted.set_header(headers::REASON, reason);
     faulted.set_header(headers::MESSAGE, error);
     faulted.set_header(headers::PLUGIN, source.plugin);
@@ -238,11 +242,12 @@ mod tests {
 
     #[test]
     fn fault_headers_keep_the_original_message() {
-        let original = Envelope::new(
+        let mut original = Envelope::new(
             "urn:message:Orders:OrderPlaced",
             "application/msgpack",
             vec![1, 2],
         );
+        original.expires_at_ms = Some(1);
         let source = FaultSource {
             plugin: "payment",
             plugin_version: "1.2.0",
@@ -255,5 +260,12 @@ mod tests {
         assert_eq!(faulted.header(headers::REASON), Some("rejected"));
         assert_eq!(faulted.header(headers::PLUGIN_VERSION), Some("1.2.0"));
         assert_eq!(faulted.header(headers::ORIGINAL_QUEUE), Some("payment"));
+        // Not its expiry: the error queue must not lose it when that time passes.
+        assert_eq!(faulted.expires_at_ms, None);
+        assert!(
+            crate::transport::wire::to_properties(&faulted)
+                .expiration()
+                .is_none()
+        );
     }
 }
