@@ -6,7 +6,12 @@
 //! the lane goes on to the next delivery while the broker confirms. The consumer's prefetch,
 //! [`prefetch_for`] the concurrency, bounds the deliveries handled or being settled.
 //!
-//! Each plugin's pump and lanes form a *runner*, started and stopped on their own: a new
+//! The lanes take turns on the consumer (the plugin's [`Feed`]): a delivery goes from the
+//! broker to the thread that handles it, with no task in between to wake. On two cores, the
+//! hop through a pump task and a channel cost three quarters of the embedded broker's
+//! throughput (docs/performance.md).
+//!
+//! Each plugin's feed and lanes form a *runner*, started and stopped on their own: a new
 //! version of a plugin needs no new runner (each lane reads the plugin's current version for
 //! each message), except when it changes the concurrency or the kill switch, and removing a
 //! plugin drains its runner alone.
@@ -40,7 +45,7 @@ use crate::stats::{Event, Stats};
 use crate::telemetry;
 use crate::transport::{Consumer, DeadLetter, Delivery, Endpoint, Outbound, Route, Transport};
 
-/// Runs the pumps of all plugins and tracks their in-flight work.
+/// Runs the lanes of all plugins and tracks their in-flight work.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     transport: Arc<dyn Transport>,
@@ -56,7 +61,7 @@ pub struct Dispatcher {
     runners: Arc<Mutex<HashMap<String, Runner>>>,
 }
 
-/// One plugin's pump and lanes, and the settling they started.
+/// One plugin's lanes, and the settling they started.
 #[derive(Debug, Clone)]
 struct Runner {
     stop: CancellationToken,
@@ -175,21 +180,18 @@ impl Dispatcher {
                 runner.stop.clone(),
             ));
         }
-        // One pump takes deliveries from the consumer and hands each to whichever lane is
-        // free. The hand-off holds one delivery; the prefetch bounds the rest.
-        let (handoff, deliveries) = async_channel::bounded(1);
-        runner.tasks.spawn(self.clone().pump(
-            consumer,
-            handoff,
-            switch.clone(),
-            runner.stop.clone(),
-        ));
+        let feed = Arc::new(Feed {
+            dispatcher: self.clone(),
+            consumer: tokio::sync::Mutex::new(Some(consumer)),
+            switch: switch.clone(),
+            stop: runner.stop.clone(),
+        });
         for _ in 0..concurrency {
             let lane = Lane {
                 dispatcher: self.clone(),
                 slot: Arc::clone(&slot),
                 queue: endpoint.queue.clone(),
-                deliveries: deliveries.clone(),
+                feed: Arc::clone(&feed),
                 switch: switch.clone(),
                 settling: runner.tasks.clone(),
             };
@@ -241,52 +243,6 @@ impl Dispatcher {
             .remove(queue);
         if let Some(runner) = runner {
             runner.drain().await;
-        }
-    }
-
-    /// Moves deliveries from the consumer to the lanes until the runner stops. Dropping
-    /// the hand-off at the end lets the lanes finish what it holds and end.
-    async fn pump(
-        self,
-        mut consumer: Box<dyn Consumer>,
-        handoff: async_channel::Sender<Delivery>,
-        switch: Option<Arc<KillSwitch>>,
-        stop: CancellationToken,
-    ) {
-        self.feed(consumer.as_mut(), &handoff, switch.as_deref(), &stop)
-            .await;
-        consumer.cancel().await;
-    }
-
-    async fn feed(
-        &self,
-        consumer: &mut dyn Consumer,
-        handoff: &async_channel::Sender<Delivery>,
-        switch: Option<&KillSwitch>,
-        stop: &CancellationToken,
-    ) {
-        while self.admitted(switch, stop).await {
-            let next = tokio::select! {
-                biased;
-                () = stop.cancelled() => None,
-                delivery = consumer.next() => delivery,
-            };
-            let Some(delivery) = next else { break };
-            // Counted from here, so a delivery waiting for a lane is not taken for idleness.
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
-            // The switch may have opened while the pump waited for this delivery: it is held
-            // (unacknowledged) until the switch lets it through. If the host stops meanwhile,
-            // dropping it returns it to the broker.
-            if !self.admitted(switch, stop).await {
-                drop(delivery);
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                break;
-            }
-            if let Err(returned) = handoff.send(delivery).await {
-                drop(returned);
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                break;
-            }
         }
     }
 
@@ -359,7 +315,7 @@ impl Dispatcher {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Stops pulling new messages; the lanes end once the hand-off is empty, and the
+    /// Stops pulling new messages; the lanes end once their handler calls return, and the
     /// settling of what they handled goes on as tasks [`Dispatcher::drain`] waits for.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -395,12 +351,64 @@ pub fn prefetch_for(concurrency: u32) -> u16 {
     u16::try_from(concurrency.saturating_mul(2)).unwrap_or(u16::MAX)
 }
 
+/// A plugin's consumer, which its lanes take turns on.
+struct Feed {
+    dispatcher: Dispatcher,
+    /// `None` once the runner stopped and the consumer was cancelled.
+    consumer: tokio::sync::Mutex<Option<Box<dyn Consumer>>>,
+    switch: Option<Arc<KillSwitch>>,
+    stop: CancellationToken,
+}
+
+impl Feed {
+    /// The next delivery for the calling lane; `None` once the runner stops or the consumer
+    /// closes. The lane that sees it first cancels the consumer, so what the broker sent and
+    /// no lane took goes back to the queue; the others find it gone.
+    async fn next(&self) -> Option<Delivery> {
+        let mut consumer = self.consumer.lock().await;
+        let delivery = self.take(consumer.as_deref_mut()?).await;
+        if delivery.is_none()
+            && let Some(mut cancelled) = consumer.take()
+        {
+            cancelled.cancel().await;
+        }
+        delivery
+    }
+
+    async fn take(&self, consumer: &mut dyn Consumer) -> Option<Delivery> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let delivery = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => None,
+            delivery = consumer.next() => delivery,
+        }?;
+        // Counted from here, so a delivery waiting for its handler is not taken for idleness.
+        self.dispatcher.in_flight.fetch_add(1, Ordering::SeqCst);
+        // The kill switch is asked once per delivery, now that there is one: letting a
+        // delivery through half-open is the trial, and asking again before its outcome is
+        // known would wait for ever. While the switch is open the delivery is held
+        // (unacknowledged); if the host stops meanwhile, dropping it returns it to the broker.
+        if !self
+            .dispatcher
+            .admitted(self.switch.as_deref(), &self.stop)
+            .await
+        {
+            drop(delivery);
+            self.dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(delivery)
+    }
+}
+
 /// One handler call at a time, on a thread of the blocking pool.
 struct Lane {
     dispatcher: Dispatcher,
     slot: Arc<PluginSlot>,
     queue: String,
-    deliveries: async_channel::Receiver<Delivery>,
+    feed: Arc<Feed>,
     switch: Option<Arc<KillSwitch>>,
     /// The runner's tasks, where settling that must wait goes on.
     settling: TaskTracker,
@@ -409,7 +417,7 @@ struct Lane {
 impl Lane {
     fn run(self) {
         let runtime = tokio::runtime::Handle::current();
-        while let Ok(delivery) = self.deliveries.recv_blocking() {
+        while let Some(delivery) = runtime.block_on(self.feed.next()) {
             // The version current now handles this message, even if a newer one arrives meanwhile.
             let plugin = self.slot.load_full();
             // Everything done for this delivery, settling included, happens inside its span.

@@ -101,7 +101,7 @@ pub struct KillSwitch {
     state: Mutex<State>,
 }
 
-/// How often a paused pump looks again while a probe is out.
+/// How often a paused feed looks again while a probe is out.
 const PROBE_POLL: Duration = Duration::from_millis(20);
 
 impl KillSwitch {
