@@ -1,24 +1,31 @@
-//! The dispatch benchmark: what one message costs through a real plugin, beside a native Rust
-//! function doing the same work, measured in the same run.
+//! Courier's benchmark harness: every figure beside a baseline measured in the same run.
 //!
 //! Run it with `cargo xtask bench` (which builds the plugins first), or `cargo xtask bench
-//! --quick` for a smoke run. It prints a table and writes the figures as JSON to
-//! `target/courier-bench/dispatch.json`.
+//! --quick` for a smoke run (CI runs it and checks only that it completes). It prints a table,
+//! writes the figures as JSON to `target/courier-bench/dispatch.json` and draws the plots
+//! beside it (`--out DIR` puts both elsewhere; `docs/bench/` holds the ones the README shows).
 //!
 //! Scenarios:
 //! 1. per-message cost on one thread — native function, reused instance, fresh instance — for
 //!    a trivial handler (decode, return) and the order flow's payment handler (decode, one
 //!    publish);
-//! 2. messages per second through the embedded broker with one lane (concurrency 1) and a
-//!    single-threaded async runtime, with the trivial plugin beside a native consumer doing the
-//!    same work;
-//! 3. the payment step on the real RabbitMQ beside a native lapin consumer: peak throughput,
-//!    and latency at 50% and 90% of the slower variant's peak (see `rabbitmq.rs`). It needs
-//!    the local broker (`COURIER_BENCH_BROKER`, default `amqp://guest:guest@127.0.0.1:5672`)
-//!    and `rabbitmqctl`; `--no-rabbitmq` leaves it out.
+//! 2. the embedded broker on a single-threaded async runtime: a native consumer, then the
+//!    trivial handler and the four-plugin order flow with 1, 2, 4 and 8 handlers per plugin;
+//! 3. scale (see `scale.rs`): start-up with a cold and a warm cache, resident memory and
+//!    throughput with 1, 10 and 100 loaded plugins, each in a process of its own;
 //! 4. hot reload (see `reload.rs`): swap latency on the embedded broker, from the cache and
 //!    cold, and the throughput of a queue on RabbitMQ with 12 swaps beside none (the latter left
-//!    out by `--no-rabbitmq`); `--no-reload` leaves both out.
+//!    out by `--no-rabbitmq`); `--no-reload` leaves both out;
+//! 5. the payment step on the real RabbitMQ beside a native lapin consumer and the naive
+//!    lapin + wasmtime host (`naive.rs`): peak throughput, and latency at 50% and 90% of the
+//!    slower of Courier's and the native peak (see `rabbitmq.rs`). It needs the local broker
+//!    (`COURIER_BENCH_BROKER`, default `amqp://guest:guest@127.0.0.1:5672`) and `rabbitmqctl`;
+//!    `--no-rabbitmq` leaves it out.
+//!
+//! `--only per-message|embedded|scale|reload|rabbitmq` runs one scenario, for a profiler.
+//!
+//! The ratio column is each figure over its scenario's baseline: the native variant, or for
+//! the order flow and scale rows the first row of the series (concurrency 1, one plugin).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -26,8 +33,11 @@
     reason = "a benchmark stops at the first thing that is not as expected"
 )]
 
+mod naive;
+mod plots;
 mod rabbitmq;
 mod reload;
+mod scale;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,7 +86,8 @@ struct Row {
     variant: String,
     value: f64,
     unit: &'static str,
-    ratio_to_native: f64,
+    /// The figure over its scenario's baseline (see each scenario).
+    ratio: f64,
 }
 
 fn plugin_file(name: &str) -> PathBuf {
@@ -205,58 +216,105 @@ fn per_message_costs(quick: bool, rows: &mut Vec<Row>) {
                 variant: variant.to_owned(),
                 value: us,
                 unit: "µs/msg",
-                ratio_to_native: us / native_us,
+                ratio: us / native_us,
             });
         }
     }
 }
 
-/// Messages per second through the embedded broker on a single-threaded runtime.
-fn broker_throughput(quick: bool, rows: &mut Vec<Row>) {
-    let messages: usize = if quick { 5_000 } else { 50_000 };
+/// What `--only` accepts.
+const SCENARIOS: [&str; 5] = ["per-message", "embedded", "scale", "reload", "rabbitmq"];
+
+/// Concurrent handlers per plugin in the embedded broker's sweep.
+const CONCURRENCIES: [u32; 4] = [1, 2, 4, 8];
+
+/// What the embedded broker's sweep runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// The `trivial` plugin: decode a ping, return.
+    Trivial,
+    /// The four order-flow plugins: an order paid, stock reserved, shipped, notified.
+    Orders,
+}
+
+/// Messages per second through the embedded broker on a single-threaded async runtime: a
+/// native consumer, then the trivial handler and the order flow with 1, 2, 4 and 8 handlers
+/// per plugin. Returns the curves, per flow, for the plot.
+fn broker_throughput(quick: bool, rows: &mut Vec<Row>) -> Vec<(&'static str, Vec<(u32, f64)>)> {
+    let (pings, orders) = if quick {
+        (5_000, 1_000)
+    } else {
+        (50_000, 10_000)
+    };
     let rounds = if quick { 1 } else { 3 };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut native_rates = Vec::new();
-    let mut courier_rates = Vec::new();
-    for round in 0..rounds {
-        eprintln!(
-            "embedded broker throughput: round {} of {rounds} ...",
-            round + 1
-        );
-        native_rates.push(runtime.block_on(native_consumer(messages)));
-        courier_rates.push(runtime.block_on(courier_host_run(messages)));
-    }
-    let median = |rates: &mut Vec<f64>| {
+    let median_of = |f: &dyn Fn() -> f64| {
+        let mut rates: Vec<f64> = (0..rounds).map(|_| f()).collect();
         rates.sort_by(f64::total_cmp);
         rates[rates.len() / 2]
     };
-    let native = median(&mut native_rates);
-    let courier = median(&mut courier_rates);
-    for (variant, rate) in [
-        ("native consumer", native),
-        ("courier, trivial plugin, fresh instances", courier),
+    eprintln!("embedded broker: native consumer ...");
+    let native = median_of(&|| runtime.block_on(native_consumer(pings)));
+    rows.push(Row {
+        scenario: "embedded broker, trivial handler".to_owned(),
+        variant: "native consumer".to_owned(),
+        value: native,
+        unit: "msg/s",
+        ratio: 1.0,
+    });
+    let mut curves = Vec::new();
+    for (flow, label, messages) in [
+        (Flow::Trivial, "trivial handler", pings),
+        (Flow::Orders, "order flow (4 plugins)", orders),
     ] {
-        rows.push(Row {
-            scenario: "embedded broker, concurrency 1".to_owned(),
-            variant: variant.to_owned(),
-            value: rate,
-            unit: "msg/s",
-            ratio_to_native: rate / native,
-        });
+        let mut curve = Vec::new();
+        for concurrency in CONCURRENCIES {
+            eprintln!("embedded broker: {label}, concurrency {concurrency} ...");
+            let rate =
+                median_of(&|| runtime.block_on(courier_host_run(flow, concurrency, messages)));
+            curve.push((concurrency, rate));
+        }
+        // The trivial handler beside the native consumer; the order flow (which has no native
+        // twin here) beside its own concurrency 1.
+        let baseline = if flow == Flow::Trivial {
+            native
+        } else {
+            curve[0].1
+        };
+        for &(concurrency, rate) in &curve {
+            rows.push(Row {
+                scenario: format!("embedded broker, {label}"),
+                variant: format!("courier, concurrency {concurrency}"),
+                value: rate,
+                unit: if flow == Flow::Trivial {
+                    "msg/s"
+                } else {
+                    "orders/s"
+                },
+                ratio: rate / baseline,
+            });
+        }
+        curves.push((label, curve));
     }
+    curves
 }
 
 async fn publish_all(transport: &dyn Transport, messages: usize) {
-    let template = ping_message();
-    for batch in (0..messages).collect::<Vec<_>>().chunks(100) {
+    publish_copies(transport, &ping_message(), messages).await;
+}
+
+/// Publishes `count` copies of `template`, each with an id (and conversation) of its own.
+async fn publish_copies(transport: &dyn Transport, template: &Envelope, count: usize) {
+    for batch in (0..count).collect::<Vec<_>>().chunks(100) {
         let outbound = batch
             .iter()
             .map(|_| {
                 let mut envelope = template.clone();
                 envelope.id = uuid_like();
+                envelope.conversation_id.clone_from(&envelope.id);
                 Outbound {
                     route: Route::Publish,
                     envelope,
@@ -296,65 +354,129 @@ async fn native_consumer(messages: usize) -> f64 {
     messages as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn courier_host_run(messages: usize) -> f64 {
-    let mut config = HostConfig::from_toml("[defaults]\nconcurrency = 1").unwrap();
+/// The order-flow plugins, as the demo deploys them.
+const ORDER_FLOW: [&str; 4] = ["payment", "inventory", "shipping", "notification"];
+
+async fn courier_host_run(flow: Flow, concurrency: u32, messages: usize) -> f64 {
+    // Enough stock that every order ships: each order asks for two widgets.
+    let mut config = HostConfig::from_toml(&format!(
+        "[defaults]\nconcurrency = {concurrency}\n\
+         [plugins.payment.config]\nmax_amount_cents = 50000\n\
+         [plugins.inventory.config]\nstock.WIDGET = 1000000"
+    ))
+    .unwrap();
     config.admin.enabled = false;
     config.memory_broker.queue_capacity = messages + 1;
     let host = Arc::new(Host::new(config).await.unwrap());
-    host.load_plugin(&plugin_file("trivial")).await.unwrap();
+    let plugins: &[&str] = match flow {
+        Flow::Trivial => &["trivial"],
+        Flow::Orders => &ORDER_FLOW,
+    };
+    for plugin in plugins {
+        host.load_plugin(&plugin_file(plugin)).await.unwrap();
+    }
     let started = Instant::now();
-    publish_all(host.transport().as_ref(), messages).await;
+    match flow {
+        Flow::Trivial => publish_all(host.transport().as_ref(), messages).await,
+        Flow::Orders => publish_copies(host.transport().as_ref(), &order_message(), messages).await,
+    }
     host.wait_until_idle(Duration::from_millis(1))
         .await
         .unwrap();
     let rate = messages as f64 / started.elapsed().as_secs_f64();
     host.shutdown().await;
-    let handled = host.summary().of("urn:message:Test:Ping").handled;
+    let summary = host.summary();
+    let done = match flow {
+        Flow::Trivial => summary.of("urn:message:Test:Ping").handled,
+        Flow::Orders => summary.of("urn:message:Orders:OrderShipped").published,
+    };
     assert_eq!(
-        handled,
-        messages as u64,
-        "every message handled once: {:?}",
-        host.summary()
+        done, messages as u64,
+        "every message handled (every order shipped) once: {summary:?}"
     );
     rate
+}
+
+/// Where the figures and plots go: `--out DIR` (relative to the workspace root, since cargo
+/// runs a benchmark in its package's directory), or `target/courier-bench`.
+fn out_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.join(arg_after("--out").unwrap_or_else(|| "target/courier-bench".to_owned()))
+}
+
+fn arg_after(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {
     if let Ok(filter) = std::env::var("COURIER_BENCH_LOG") {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--scale-child") {
+        let [plugins, cache, messages] = &args[at + 1..at + 4] else {
+            panic!("--scale-child PLUGINS CACHE MESSAGES");
+        };
+        scale::child(plugins.as_ref(), cache.as_ref(), messages.parse().unwrap());
+        return;
+    }
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let quick = flag("--quick");
+    // `--only NAME` runs one scenario (for a profiler, say): per-message, embedded, scale,
+    // reload or rabbitmq.
+    let only = arg_after("--only");
+    if let Some(name) = &only {
+        assert!(
+            SCENARIOS.contains(&name.as_str()),
+            "--only takes one of {SCENARIOS:?}, not {name:?}"
+        );
+    }
+    let runs = |name: &str| only.as_deref().is_none_or(|only| only == name);
+    let rabbitmq = !flag("--no-rabbitmq");
+    let reload = !flag("--no-reload") && runs("reload");
+    let started = Instant::now();
     let mut rows = Vec::new();
-    per_message_costs(quick, &mut rows);
-    broker_throughput(quick, &mut rows);
-    let reload = !std::env::args().any(|a| a == "--no-reload");
+    let (mut concurrency, mut fleet, mut latency) = (Vec::new(), Vec::new(), Vec::new());
+    if runs("per-message") {
+        per_message_costs(quick, &mut rows);
+    }
+    if runs("embedded") {
+        concurrency = broker_throughput(quick, &mut rows);
+    }
+    if runs("scale") {
+        fleet = scale::run(quick, &mut rows);
+    }
     if reload {
         reload::swap_latency(quick, &mut rows);
     }
-    if !std::env::args().any(|a| a == "--no-rabbitmq") {
-        let broker = std::env::var("COURIER_BENCH_BROKER")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
-        rabbitmq::run(quick, &broker, &mut rows);
-        if reload {
-            reload::throughput_with_swaps(quick, &broker, &mut rows);
-        }
+    let broker = std::env::var("COURIER_BENCH_BROKER")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
+    if rabbitmq && runs("rabbitmq") {
+        latency = rabbitmq::run(quick, &broker, &mut rows);
+    }
+    if rabbitmq && reload {
+        reload::throughput_with_swaps(quick, &broker, &mut rows);
     }
 
     println!(
         "\n{:<44} {:<44} {:>14} {:>10}",
-        "scenario", "variant", "value", "vs native"
+        "scenario", "variant", "value", "ratio"
     );
     for row in &rows {
         println!(
             "{:<44} {:<44} {:>9.2} {:<6} {:>9.2}x",
-            row.scenario, row.variant, row.value, row.unit, row.ratio_to_native
+            row.scenario, row.variant, row.value, row.unit, row.ratio
         );
     }
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/courier-bench");
+    let out = out_dir();
     std::fs::create_dir_all(&out).unwrap();
     let report = json!({
         "quick": quick,
-        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
+        "machine": plots::machine(),
+        "seconds": started.elapsed().as_secs_f64(),
         "rows": rows,
     });
     std::fs::write(
@@ -362,8 +484,13 @@ fn main() {
         serde_json::to_vec_pretty(&report).unwrap(),
     )
     .unwrap();
+    let drawn = plots::draw(&out, &concurrency, &fleet, &latency);
     println!(
         "\nfigures written to {}",
         out.join("dispatch.json").display()
     );
+    for file in drawn {
+        println!("plot written to {}", file.display());
+    }
+    println!("done in {:.0} s", started.elapsed().as_secs_f64());
 }

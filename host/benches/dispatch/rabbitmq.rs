@@ -14,6 +14,9 @@
 //!   message's latency runs from its publish to the arrival of its follow-up at the sink. The
 //!   follow-up is confirmed before the order is acked, so this is publish to ack plus one
 //!   delivery to the sink, the same for both.
+//! - **Rounds**: the full run has three, alternating the variants so that a slow spell of the
+//!   machine falls on both; each figure is the median of the rounds'. The quick run has one.
+//! - **The naive host** (`naive.rs`) is measured at the peak only, beside the other two.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -29,7 +32,7 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::Deserialize;
 
 use super::{Row, native_payment, order_message, plugin_file};
@@ -50,6 +53,8 @@ fn prefetch() -> u16 {
 enum Variant {
     Native,
     Courier,
+    /// The obvious lapin + wasmtime host (`naive.rs`), for the peak only.
+    Naive,
 }
 
 impl Variant {
@@ -57,6 +62,7 @@ impl Variant {
         match self {
             Variant::Native => "native lapin consumer",
             Variant::Courier => "courier, payment plugin, fresh instances",
+            Variant::Naive => "naive lapin + wasmtime host, payment plugin",
         }
     }
 }
@@ -117,7 +123,45 @@ impl Arrivals {
     }
 }
 
-async fn connect(url: &str) -> Connection {
+/// A channel in confirm mode: every publish on it is confirmed by the broker.
+pub(crate) async fn confirming_channel(connection: &Connection) -> Channel {
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    channel
+}
+
+/// Publishes `envelope` to its type's exchange and waits for the broker's confirm.
+pub(crate) async fn publish_confirmed(channel: &Channel, envelope: &Envelope) {
+    let confirm = channel
+        .basic_publish(
+            wire::exchange_for(&envelope.message_type).into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &envelope.body,
+            wire::to_properties(envelope),
+        )
+        .await
+        .unwrap();
+    assert!(confirm.await.unwrap().is_ack());
+}
+
+/// Starts consuming `queue` with manual acks.
+pub(crate) async fn consume(channel: &Channel, queue: &str, tag: &str) -> lapin::Consumer {
+    channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+}
+
+pub(crate) async fn connect(url: &str) -> Connection {
     Connection::connect(url, ConnectionProperties::default())
         .await
         .expect("RabbitMQ is reachable")
@@ -304,20 +348,8 @@ async fn run_native(connection: &Connection) -> tokio::task::JoinHandle<()> {
         .basic_qos(prefetch(), BasicQosOptions::default())
         .await
         .unwrap();
-    let publisher = connection.create_channel().await.unwrap();
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            "payment".into(),
-            "native".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let publisher = confirming_channel(connection).await;
+    let mut consumer = consume(&channel, "payment", "native").await;
     tokio::spawn(async move {
         while let Some(Ok(delivery)) = consumer.next().await {
             let publisher = publisher.clone();
@@ -328,18 +360,7 @@ async fn run_native(connection: &Connection) -> tokio::task::JoinHandle<()> {
                     delivery.exchange.as_str(),
                 );
                 let follow_up = native_payment(&envelope);
-                let properties: BasicProperties = wire::to_properties(&follow_up);
-                let confirm = publisher
-                    .basic_publish(
-                        wire::exchange_for(&follow_up.message_type).into(),
-                        "".into(),
-                        BasicPublishOptions::default(),
-                        &follow_up.body,
-                        properties,
-                    )
-                    .await
-                    .unwrap();
-                assert!(confirm.await.unwrap().is_ack());
+                publish_confirmed(&publisher, &follow_up).await;
                 delivery
                     .acker
                     .ack(BasicAckOptions::default())
@@ -375,6 +396,10 @@ async fn start(variant: Variant, url: &str) -> Running {
             let handle = run_native(&connection).await;
             Running::Native(handle, Box::new(connection))
         }
+        Variant::Naive => {
+            let (handle, connection) = super::naive::consume(url, "payment").await;
+            Running::Native(handle, Box::new(connection))
+        }
         Variant::Courier => {
             let mut config = HostConfig::from_toml(&format!(
                 "broker = \"{url}\"\n[defaults]\nconcurrency = {CONCURRENCY}"
@@ -391,7 +416,7 @@ async fn start(variant: Variant, url: &str) -> Running {
 /// Declares the input queue the variant consumes, before any order is published.
 async fn declare_input(variant: Variant, url: &str, channel: &Channel) {
     match variant {
-        Variant::Native => declare_payment_queue(channel).await,
+        Variant::Native | Variant::Naive => declare_payment_queue(channel).await,
         Variant::Courier => {
             let transport =
                 courier_host::transport::amqp::AmqpTransport::connect(url, Default::default())
@@ -436,11 +461,7 @@ impl Stage {
         let vhost = Vhost::create(base, label);
         let (arrivals, sink) = start_sink(&vhost.url).await;
         let publisher_connection = connect(&vhost.url).await;
-        let publisher = publisher_connection.create_channel().await.unwrap();
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
+        let publisher = confirming_channel(&publisher_connection).await;
         declare_input(variant, &vhost.url, &publisher).await;
         Stage {
             vhost,
@@ -499,7 +520,7 @@ async fn latencies(variant: Variant, base: &str, messages: u64, rate: f64) -> Ve
     figures
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
@@ -509,8 +530,9 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Runs the RabbitMQ scenarios and adds their rows.
-pub fn run(quick: bool, base: &str, rows: &mut Vec<Row>) {
+/// Runs the RabbitMQ scenarios and adds their rows. Returns the latencies (µs, sorted) at 50%
+/// of the slower peak, per variant, for the plot.
+pub fn run(quick: bool, base: &str, rows: &mut Vec<Row>) -> Vec<(&'static str, Vec<f64>)> {
     let (messages, rounds, sampled) = if quick {
         (3_000, 1, 2_000)
     } else {
@@ -522,9 +544,11 @@ pub fn run(quick: bool, base: &str, rows: &mut Vec<Row>) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut rates = [Vec::new(), Vec::new()];
+        let mut curves = Vec::new();
+        let mut rates = [Vec::new(), Vec::new(), Vec::new()];
         for round in 0..rounds {
-            for (i, variant) in [Variant::Native, Variant::Courier].into_iter().enumerate() {
+            let variants = [Variant::Native, Variant::Courier, Variant::Naive];
+            for (i, variant) in variants.into_iter().enumerate() {
                 eprintln!(
                     "rabbitmq peak throughput, {}: round {} of {rounds} ...",
                     variant.label(),
@@ -533,52 +557,88 @@ pub fn run(quick: bool, base: &str, rows: &mut Vec<Row>) {
                 rates[i].push(peak(variant, base, messages).await);
             }
         }
-        let [native, courier] = rates.map(median);
-        for (variant, rate) in [(Variant::Native, native), (Variant::Courier, courier)] {
+        let [native, courier, naive] = rates.map(median);
+        let scenario = format!("rabbitmq, payment, prefetch {}, peak", prefetch());
+        for (variant, rate) in [
+            (Variant::Native, native),
+            (Variant::Courier, courier),
+            (Variant::Naive, naive),
+        ] {
             rows.push(Row {
-                scenario: format!("rabbitmq, payment, prefetch {}, peak", prefetch()),
+                scenario: scenario.clone(),
                 variant: variant.label().to_owned(),
                 value: rate,
                 unit: "msg/s",
-                ratio_to_native: rate / native,
+                ratio: rate / native,
             });
         }
+        rows.push(Row {
+            scenario,
+            variant: "courier over the naive host".to_owned(),
+            value: courier / naive,
+            unit: "x",
+            ratio: courier / naive,
+        });
         let slower = native.min(courier);
         for share in [0.5, 0.9] {
             let rate = slower * share;
-            let mut baseline: HashMap<String, f64> = HashMap::new();
-            for variant in [Variant::Native, Variant::Courier] {
-                eprintln!(
-                    "rabbitmq latency at {:.0}% of the slower peak ({rate:.0} msg/s), {} ...",
-                    share * 100.0,
-                    variant.label()
-                );
-                let sorted = latencies(variant, base, sampled, rate).await;
-                for p in [50.0, 99.0, 99.9] {
-                    let value = percentile(&sorted, p);
-                    let reference = *baseline.entry(p.to_string()).or_insert(value);
-                    let scenario = format!(
-                        "rabbitmq latency p{p} at {:.0}% of slower peak",
-                        share * 100.0
+            // Rounds alternate the variants, so a slow spell of the machine falls on both;
+            // each percentile is the median of the rounds'.
+            let mut runs = [Vec::new(), Vec::new()];
+            for round in 0..rounds {
+                for (i, variant) in [Variant::Native, Variant::Courier].into_iter().enumerate() {
+                    eprintln!(
+                        "rabbitmq latency at {:.0}% of the slower peak ({rate:.0} msg/s), {}: \
+                         round {} of {rounds} ...",
+                        share * 100.0,
+                        variant.label(),
+                        round + 1
                     );
-                    if variant == Variant::Courier {
-                        rows.push(Row {
-                            scenario: scenario.clone(),
-                            variant: "added by courier (courier - native)".to_owned(),
-                            value: value - reference,
-                            unit: "µs",
-                            ratio_to_native: (value - reference) / reference,
-                        });
-                    }
+                    runs[i].push(latencies(variant, base, sampled, rate).await);
+                }
+            }
+            let scenario = |p: f64| {
+                format!(
+                    "rabbitmq latency p{p} at {:.0}% of slower peak",
+                    share * 100.0
+                )
+            };
+            let at = |runs: &[Vec<f64>], p: f64| {
+                median(runs.iter().map(|sorted| percentile(sorted, p)).collect())
+            };
+            for p in [50.0, 99.0, 99.9] {
+                let reference = at(&runs[0], p);
+                let value = at(&runs[1], p);
+                for (variant, figure) in [(Variant::Native, reference), (Variant::Courier, value)] {
                     rows.push(Row {
-                        scenario,
+                        scenario: scenario(p),
                         variant: variant.label().to_owned(),
-                        value,
+                        value: figure,
                         unit: "µs",
-                        ratio_to_native: value / reference,
+                        ratio: figure / reference,
                     });
+                }
+                rows.push(Row {
+                    scenario: scenario(p),
+                    variant: "added by courier (courier - native)".to_owned(),
+                    value: value - reference,
+                    unit: "µs",
+                    ratio: (value - reference) / reference,
+                });
+            }
+            if share == 0.5 {
+                // The plot shows every round's samples together.
+                let [native_runs, courier_runs] = runs;
+                for (variant, samples) in [
+                    (Variant::Native, native_runs),
+                    (Variant::Courier, courier_runs),
+                ] {
+                    let mut all: Vec<f64> = samples.into_iter().flatten().collect();
+                    all.sort_by(f64::total_cmp);
+                    curves.push((variant.label(), all));
                 }
             }
         }
-    });
+        curves
+    })
 }

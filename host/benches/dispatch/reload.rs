@@ -427,7 +427,7 @@ pub fn swap_latency(quick: bool, rows: &mut Vec<Row>) {
                 variant: format!("{variant}, p{p}{label}"),
                 value,
                 unit: "ms",
-                ratio_to_native: value / reference,
+                ratio: value / reference,
             });
         }
     }
@@ -444,7 +444,7 @@ pub fn swap_latency(quick: bool, rows: &mut Vec<Row>) {
             variant: variant.to_owned(),
             value,
             unit: "ms",
-            ratio_to_native: value / whole,
+            ratio: value / whole,
         });
     };
     part(
@@ -749,7 +749,7 @@ pub fn throughput_with_swaps(quick: bool, base: &str, rows: &mut Vec<Row>) {
             variant,
             value: rate,
             unit: "msg/s",
-            ratio_to_native: rate / without,
+            ratio: rate / without,
         });
     }
 }
