@@ -6,7 +6,7 @@
 //! the lane goes on to the next delivery while the broker confirms. The consumer's prefetch,
 //! [`prefetch_for`] the concurrency, bounds the deliveries handled or being settled.
 //!
-//! The lanes take turns on the consumer (the plugin's [`Feed`]): a delivery goes from the
+//! The lanes take turns on the consumer (the plugin's `Feed`): a delivery goes from the
 //! broker to the thread that handles it, with no task in between to wake. On two cores, the
 //! hop through a pump task and a channel cost three quarters of the embedded broker's
 //! throughput (docs/performance.md).

@@ -374,7 +374,8 @@ async fn run_native(connection: &Connection) -> tokio::task::JoinHandle<()> {
 /// One variant's consumer, running until dropped.
 enum Running {
     Native(tokio::task::JoinHandle<()>, Box<Connection>),
-    Courier(Arc<Host>),
+    /// The host, and its inbox's directory (removed when dropped).
+    Courier(Arc<Host>, tempfile::TempDir),
 }
 
 impl Running {
@@ -384,7 +385,7 @@ impl Running {
                 task.abort();
                 let _ = connection.close(200, "done".into()).await;
             }
-            Running::Courier(host) => host.shutdown().await,
+            Running::Courier(host, _inbox) => host.shutdown().await,
         }
     }
 }
@@ -406,9 +407,16 @@ async fn start(variant: Variant, url: &str) -> Running {
             ))
             .unwrap();
             config.admin.enabled = false;
+            // A fresh inbox, as a new host has: one kept across runs grows with every run and
+            // is read back at every start.
+            let inbox = tempfile::Builder::new()
+                .prefix("courier-bench-inbox-")
+                .tempdir()
+                .unwrap();
+            config.inbox.data_dir = inbox.path().to_owned();
             let host = Arc::new(Host::new(config).await.unwrap());
             host.load_plugin(&plugin_file("payment")).await.unwrap();
-            Running::Courier(host)
+            Running::Courier(host, inbox)
         }
     }
 }
