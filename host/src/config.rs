@@ -38,6 +38,9 @@ pub struct HostConfig {
     pub defaults: PluginOverrides,
     /// Settings for one plugin, by plugin name.
     pub plugins: BTreeMap<String, PluginOverrides>,
+    /// Rules that give a message its session id from a field of its body, for messages
+    /// published without one (see [`crate::session`]).
+    pub session_keys: Vec<crate::session::SessionKeyRule>,
 }
 
 /// The admin HTTP API.
@@ -298,6 +301,12 @@ pub struct PluginOverrides {
     pub recycle_after: Option<u64>,
     /// Pause consumption while the plugin fails too often; off unless set.
     pub kill_switch: Option<KillSwitchConfig>,
+    /// Handle messages of one session id strictly in order, one at a time (see
+    /// [`crate::session`]).
+    pub ordered: Option<bool>,
+    /// With `ordered`, on RabbitMQ: the partition queues the endpoint's keys are spread over,
+    /// each consumed by one host at a time.
+    pub partitions: Option<u16>,
     /// Settings the plugin reads with `config.get`; nested tables flatten to dotted keys.
     #[serde(default)]
     pub config: toml::Table,
@@ -401,6 +410,8 @@ pub struct PluginSettings {
     pub instance: InstancePolicy,
     pub expired: ExpiredPolicy,
     pub recycle_after: u64,
+    pub ordered: bool,
+    pub partitions: u16,
     pub config: BTreeMap<String, String>,
 }
 
@@ -417,6 +428,8 @@ impl Default for PluginSettings {
             instance: InstancePolicy::Fresh,
             expired: ExpiredPolicy::DeadLetter,
             recycle_after: 10_000,
+            ordered: false,
+            partitions: 4,
             config: BTreeMap::new(),
         }
     }
@@ -518,6 +531,13 @@ impl PluginOverrides {
             ensure_range(&key("recycle_after"), v, 1, u64::MAX)?;
             settings.recycle_after = v;
         }
+        if let Some(v) = self.ordered {
+            settings.ordered = v;
+        }
+        if let Some(v) = self.partitions {
+            ensure_range(&key("partitions"), u64::from(v), 1, 256)?;
+            settings.partitions = v;
+        }
         flatten_config(&self.config, "", &key("config"), &mut settings.config)?;
         Ok(())
     }
@@ -604,6 +624,9 @@ impl HostConfig {
         ensure_range("engine.max_memory_mib", self.engine.max_memory_mib, 1, 4096)?;
         self.inbox.validate()?;
         self.telemetry.validate()?;
+        for (index, rule) in self.session_keys.iter().enumerate() {
+            rule.validate(&format!("session_keys[{index}]"))?;
+        }
         ensure_range("engine.epoch_tick_ms", self.engine.epoch_tick_ms, 1, 1000)?;
         if self.engine.cache && self.engine.cache_dir.as_os_str().is_empty() {
             bail!("engine.cache_dir must not be empty while engine.cache is on");
