@@ -37,6 +37,7 @@ async fn endpoint(broker: &MemoryBroker, queue: &str, types: &[&str]) {
         .declare_endpoint(&Endpoint {
             queue: queue.into(),
             subscriptions: types.iter().map(|t| (*t).to_owned()).collect(),
+            partitions: 0,
         })
         .await
         .unwrap();

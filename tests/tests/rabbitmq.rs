@@ -231,6 +231,7 @@ async fn with_expired_drop_what_the_broker_gave_up_on_for_another_reason_goes_to
     let endpoint = courier_host::transport::Endpoint {
         queue: "probe".to_owned(),
         subscriptions: vec![ping.clone()],
+        partitions: 0,
     };
     declaring
         .transport()

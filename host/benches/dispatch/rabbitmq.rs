@@ -433,6 +433,7 @@ async fn declare_input(variant: Variant, url: &str, channel: &Channel) {
             let endpoint = Endpoint {
                 queue: "payment".into(),
                 subscriptions: vec!["urn:message:Orders:OrderPlaced".into()],
+                partitions: 0,
             };
             courier_host::Transport::declare_endpoint(&transport, &endpoint)
                 .await

@@ -224,6 +224,7 @@ impl StreamedHost {
         let tap = Endpoint {
             queue: "reload-tap".into(),
             subscriptions: vec![STAMPED.into()],
+            partitions: 0,
         };
         host.transport().declare_endpoint(&tap).await.unwrap();
         let mut consumer = host.transport().consume(&tap.queue, 1000).await.unwrap();
@@ -582,6 +583,7 @@ async fn preload(url: &str, messages: u64) {
     let endpoint = Endpoint {
         queue: PLUGIN.into(),
         subscriptions: vec![PING.into()],
+        partitions: 0,
     };
     transport.declare_endpoint(&endpoint).await.unwrap();
     for batch in (0..messages).collect::<Vec<_>>().chunks(1000) {

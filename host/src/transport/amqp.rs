@@ -7,6 +7,17 @@
 //!   types it handles, whose expired messages the broker dead-letters to `<queue>_expired`;
 //! - `<queue>_error`, `<queue>_skipped`, `<queue>_expired` beside it.
 //!
+//! An ordered endpoint (see [`crate::session`]) has no single input queue. Its name is an
+//! exchange of type `x-consistent-hash` (the broker's `rabbitmq_consistent_hash_exchange`
+//! plugin), bound to the exchanges of the types it handles, which spreads messages over the
+//! partition queues `<queue>.0` … `<queue>.<n-1>` by their routing key. Courier publishes every
+//! message with its session id as the routing key (its message id if it has none), so one
+//! session always lands in one partition. Each partition is declared with single active
+//! consumer: every host consumes every partition, the broker delivers each partition to one of
+//! them at a time, and when that host goes away its partition moves to another, which gets
+//! the unacknowledged messages first, in order. A publisher outside Courier publishes to the
+//! type's exchange, or to the endpoint's exchange, with the session id as the routing key.
+//!
 //! Events are published to their type's exchange; commands go through the default exchange
 //! straight to a queue (`mandatory`, so a missing queue is an error, not a silent drop). Every
 //! publish is confirmed by the broker; a batch is pipelined and waits for its confirms once.
@@ -29,8 +40,8 @@ use async_trait::async_trait;
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeBindOptions,
+    ExchangeDeclareOptions, ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
@@ -55,6 +66,9 @@ struct Inner {
     link: tokio::sync::Mutex<Option<Link>>,
     /// Declared endpoints, declared again after a reconnection.
     endpoints: Mutex<Vec<Endpoint>>,
+    /// Names of ordered endpoints (consistent-hash exchanges) seen so far: sends to them go
+    /// to the exchange, not the default one.
+    partitioned: Mutex<HashSet<String>>,
     generation: AtomicU64,
     closed: AtomicBool,
     /// Whether the last look at the link found it open (publishers and consumers look at it
@@ -96,6 +110,7 @@ impl AmqpTransport {
                 config,
                 link: tokio::sync::Mutex::new(None),
                 endpoints: Mutex::default(),
+                partitioned: Mutex::default(),
                 generation: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 connected: AtomicBool::new(false),
@@ -276,7 +291,9 @@ impl Inner {
         Ok(())
     }
 
-    async fn declare(&self, link: &Link, endpoint: &Endpoint) -> Result<()> {
+    /// The arguments of an input queue (or partition): its expired messages go to
+    /// `<queue>_expired`.
+    fn input_arguments(&self, queue: &str) -> FieldTable {
         let mut input = self.queue_arguments();
         input.insert(
             "x-dead-letter-exchange".into(),
@@ -284,10 +301,154 @@ impl Inner {
         );
         input.insert(
             "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(DeadLetter::Expired.queue_for(&endpoint.queue).into()),
+            AMQPValue::LongString(DeadLetter::Expired.queue_for(queue).into()),
         );
-        self.declare_queue(&link.publisher, &endpoint.queue, input)
+        input
+    }
+
+    fn is_partitioned(&self, name: &str) -> bool {
+        self.partitioned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
+    /// An endpoint that was ordered and is not any more, or the other way round, keeps the
+    /// queue or exchange of its old shape (and what waits in it) but stops it receiving copies
+    /// of its types. Each unbinding is tried on its own channel, since asking about what does
+    /// not exist closes it.
+    async fn unbind_other_shape(&self, link: &Link, endpoint: &Endpoint) {
+        for message_type in &endpoint.subscriptions {
+            let exchange = exchange_for(message_type);
+            let Ok(channel) = link.connection.create_channel().await else {
+                return;
+            };
+            let queue = endpoint.queue.as_str();
+            let unbound = if endpoint.partitions > 0 {
+                channel
+                    .queue_declare(
+                        queue.into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .is_ok()
+                    && channel
+                        .queue_unbind(
+                            queue.into(),
+                            exchange.into(),
+                            "".into(),
+                            FieldTable::default(),
+                        )
+                        .await
+                        .is_ok()
+            } else {
+                channel
+                    .exchange_declare(
+                        queue.into(),
+                        ExchangeKind::Custom(CONSISTENT_HASH.into()),
+                        ExchangeDeclareOptions {
+                            passive: true,
+                            ..ExchangeDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .is_ok()
+                    && channel
+                        .exchange_unbind(
+                            queue.into(),
+                            exchange.into(),
+                            "".into(),
+                            ExchangeUnbindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await
+                        .is_ok()
+            };
+            if unbound {
+                tracing::info!(
+                    endpoint = queue,
+                    exchange,
+                    ordered = endpoint.partitions > 0,
+                    "unbound the endpoint's former shape from a type it handles"
+                );
+            }
+            close_quietly(channel).await;
+        }
+    }
+
+    /// An ordered endpoint: its consistent-hash exchange, bound to the types' exchanges, and
+    /// its partitions, each with a single active consumer, bound to it with equal weights.
+    async fn declare_partitioned(&self, link: &Link, endpoint: &Endpoint) -> Result<()> {
+        let queue = &endpoint.queue;
+        link.publisher
+            .exchange_declare(
+                queue.as_str().into(),
+                ExchangeKind::Custom(CONSISTENT_HASH.into()),
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot declare the {CONSISTENT_HASH} exchange `{queue}` of an ordered \
+                     endpoint (is the broker's plugin enabled? `rabbitmq-plugins enable \
+                     rabbitmq_consistent_hash_exchange`)"
+                )
+            })?;
+        self.partitioned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(queue.clone());
+        for partition in partition_queues(queue, endpoint.partitions) {
+            let mut arguments = self.input_arguments(queue);
+            arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+            self.declare_queue(&link.publisher, &partition, arguments)
+                .await?;
+            link.publisher
+                .queue_bind(
+                    partition.as_str().into(),
+                    queue.as_str().into(),
+                    PARTITION_WEIGHT.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("cannot bind partition `{partition}` to `{queue}`"))?;
+        }
+        // The hosts' roll call: a classic queue nothing is bound to, one consumer per host.
+        let mut classic = FieldTable::default();
+        classic.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("classic".into()),
+        );
+        self.declare_queue(&link.publisher, &presence_queue(queue), classic)
             .await?;
+        for message_type in &endpoint.subscriptions {
+            let exchange = exchange_for(message_type);
+            self.declare_exchange(link, exchange).await?;
+            link.publisher
+                .exchange_bind(
+                    queue.as_str().into(),
+                    exchange.into(),
+                    "".into(),
+                    ExchangeBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("cannot bind exchange `{queue}` to `{exchange}`"))?;
+        }
+        Ok(())
+    }
+
+    async fn declare(&self, link: &Link, endpoint: &Endpoint) -> Result<()> {
         for dead_letter in DeadLetter::ALL {
             self.declare_queue(
                 &link.publisher,
@@ -296,6 +457,13 @@ impl Inner {
             )
             .await?;
         }
+        self.unbind_other_shape(link, endpoint).await;
+        if endpoint.partitions > 0 {
+            return self.declare_partitioned(link, endpoint).await;
+        }
+        let input = self.input_arguments(&endpoint.queue);
+        self.declare_queue(&link.publisher, &endpoint.queue, input)
+            .await?;
         for message_type in &endpoint.subscriptions {
             let exchange = exchange_for(message_type);
             self.declare_exchange(link, exchange).await?;
@@ -367,21 +535,89 @@ impl Inner {
         Ok(queue)
     }
 
-    /// Publishes a batch and waits for every confirm.
+    /// Publishes a batch and waits for every confirm. A send the broker returned for want of
+    /// a queue of that name is sent again if the name is an ordered endpoint's exchange.
     async fn publish(&self, messages: &[Outbound]) -> Result<()> {
+        let returned = self.publish_once(messages.iter()).await?;
+        if returned.is_empty() {
+            return Ok(());
+        }
+        let channel = self.side_channel().await?;
+        let mut again = Vec::with_capacity(returned.len());
+        for index in returned {
+            let message = &messages[index];
+            let Route::Send(queue) = &message.route else {
+                bail!("{} was returned by the broker", describe(message));
+            };
+            if !self.is_partitioned(queue) {
+                // Asking about an exchange that does not exist closes the channel, so the
+                // first answer of no ends the batch.
+                channel
+                    .exchange_declare(
+                        queue.as_str().into(),
+                        ExchangeKind::Custom(CONSISTENT_HASH.into()),
+                        ExchangeDeclareOptions {
+                            passive: true,
+                            ..ExchangeDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|_| {
+                        anyhow!(
+                            "cannot send {}: no queue named `{queue}`",
+                            describe(message)
+                        )
+                    })?;
+                self.partitioned
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(queue.clone());
+            }
+            again.push(message);
+        }
+        close_quietly(channel).await;
+        let returned = self.publish_once(again.iter().copied()).await?;
+        if let Some(index) = returned.first() {
+            bail!("{} was returned by the broker", describe(again[*index]));
+        }
+        Ok(())
+    }
+
+    /// Publishes a batch and waits for every confirm; returns the positions of the messages
+    /// the broker confirmed but returned as unroutable.
+    async fn publish_once<'a>(
+        &self,
+        messages: impl Iterator<Item = &'a Outbound>,
+    ) -> Result<Vec<usize>> {
         let link = self.link(Some(self.connect_timeout())).await?;
-        let mut pending = Vec::with_capacity(messages.len());
+        let mut pending = Vec::new();
         for message in messages {
             let envelope = &message.envelope;
+            // Ordered endpoints hash the routing key: the session id keeps a session in one
+            // partition, and the message id spreads messages that have none.
+            let key = || {
+                envelope
+                    .session_id
+                    .clone()
+                    .unwrap_or_else(|| envelope.id.clone())
+            };
             let (mut exchange, mut routing_key, mandatory) = match &message.route {
                 Route::Publish => {
                     let exchange = exchange_for(&envelope.message_type).to_owned();
                     self.declare_exchange(&link, &exchange).await?;
-                    (exchange, String::new(), false)
+                    (exchange, key(), false)
                 }
+                Route::Send(queue) if self.is_partitioned(queue) => (queue.clone(), key(), true),
                 Route::Send(queue) => (String::new(), queue.clone(), true),
             };
             if let Some(delay) = message.delay.filter(|d| !d.is_zero()) {
+                // The holding queue dead-letters with one routing key for all its messages:
+                // the target queue's name, or none for an exchange. A delayed message to an
+                // ordered endpoint therefore reaches one partition, not its session's.
+                if !exchange.is_empty() {
+                    routing_key.clear();
+                }
                 routing_key = self
                     .delay_queue(&link, delay, &exchange, &routing_key)
                     .await?;
@@ -405,26 +641,48 @@ impl Inner {
                 })?;
             pending.push((confirm, message));
         }
-        for (confirm, message) in pending {
-            let what = format!(
-                "{} ({})",
-                message.envelope.message_type, message.envelope.id
-            );
+        let mut returned = Vec::new();
+        for (index, (confirm, message)) in pending.into_iter().enumerate() {
+            let what = describe(message);
             match confirm
                 .await
                 .with_context(|| format!("no confirm for {what}"))?
             {
                 Confirmation::Ack(None) => {}
-                Confirmation::Ack(Some(_)) => match &message.route {
-                    Route::Send(queue) => bail!("cannot send {what}: no queue named `{queue}`"),
-                    Route::Publish => bail!("{what} was returned by the broker"),
-                },
+                Confirmation::Ack(Some(_)) => returned.push(index),
                 Confirmation::Nack(_) => bail!("the broker refused {what}"),
                 Confirmation::NotRequested => bail!("the broker did not confirm {what}"),
             }
         }
-        Ok(())
+        Ok(returned)
     }
+}
+
+/// A message in errors: its type and id.
+fn describe(message: &Outbound) -> String {
+    format!(
+        "{} ({})",
+        message.envelope.message_type, message.envelope.id
+    )
+}
+
+/// The exchange type of an ordered endpoint.
+const CONSISTENT_HASH: &str = "x-consistent-hash";
+
+/// Each partition's weight on the hash ring: its binding key. Equal for all, so keys spread
+/// evenly; more points than one smooth the spread.
+const PARTITION_WEIGHT: &str = "16";
+
+/// The queue whose consumers are the hosts serving an ordered endpoint.
+fn presence_queue(queue: &str) -> String {
+    format!("{queue}.hosts")
+}
+
+/// The partition queues of an ordered endpoint.
+pub fn partition_queues(queue: &str, partitions: u16) -> Vec<String> {
+    (0..partitions)
+        .map(|index| format!("{queue}.{index}"))
+        .collect()
 }
 
 /// Removes the URL (and so any password in it) from an error text.
@@ -447,6 +705,17 @@ impl Transport for AmqpTransport {
         Ok(())
     }
 
+    fn presence_queue(&self, endpoint: &Endpoint) -> Option<String> {
+        (endpoint.partitions > 0).then(|| presence_queue(&endpoint.queue))
+    }
+
+    fn input_queues(&self, endpoint: &Endpoint) -> Vec<String> {
+        if endpoint.partitions == 0 {
+            return vec![endpoint.queue.clone()];
+        }
+        partition_queues(&endpoint.queue, endpoint.partitions)
+    }
+
     async fn unbind(&self, queue: &str, message_types: &[String]) -> Result<()> {
         // Forgotten first, so a reconnection meanwhile does not bind them again.
         self.inner
@@ -457,8 +726,24 @@ impl Transport for AmqpTransport {
             .filter(|known| known.queue == queue)
             .for_each(|known| known.subscriptions.retain(|t| !message_types.contains(t)));
         let channel = self.inner.side_channel().await?;
+        let partitioned = self.inner.is_partitioned(queue);
         for message_type in message_types {
             let exchange = exchange_for(message_type);
+            if partitioned {
+                channel
+                    .exchange_unbind(
+                        queue.into(),
+                        exchange.into(),
+                        "".into(),
+                        ExchangeUnbindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .with_context(|| {
+                        format!("cannot unbind exchange `{queue}` from `{exchange}`")
+                    })?;
+                continue;
+            }
             channel
                 .queue_unbind(
                     queue.into(),
@@ -479,6 +764,8 @@ impl Transport for AmqpTransport {
             queue: queue.to_owned(),
             prefetch: prefetch.max(1),
             current: None,
+            rejoin_at: None,
+            cancelled: None,
         }))
     }
 
@@ -493,7 +780,22 @@ impl Transport for AmqpTransport {
         // Asking about a queue that does not exist makes the broker close the channel.
         let channel = self.inner.side_channel().await?;
         let mut ready = 0;
-        for queue in queues {
+        // An ordered endpoint's messages are in its partitions.
+        let partitions: Vec<String> = {
+            let endpoints = self
+                .inner
+                .endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            queues
+                .iter()
+                .flat_map(|queue| match endpoints.iter().find(|e| &e.queue == queue) {
+                    Some(endpoint) => self.input_queues(endpoint),
+                    None => vec![queue.clone()],
+                })
+                .collect()
+        };
+        for queue in &partitions {
             let declared = channel
                 .queue_declare(
                     queue.as_str().into(),
@@ -509,6 +811,23 @@ impl Transport for AmqpTransport {
         }
         close_quietly(channel).await;
         Ok(ready)
+    }
+
+    async fn consumer_count(&self, queue: &str) -> Result<u32> {
+        let channel = self.inner.side_channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("cannot look at queue `{queue}`"))?;
+        close_quietly(channel).await;
+        Ok(declared.consumer_count())
     }
 
     fn is_connected(&self) -> bool {
@@ -558,6 +877,10 @@ struct AmqpConsumer {
     queue: String,
     prefetch: u16,
     current: Option<(Channel, lapin::Consumer)>,
+    /// After [`Consumer::rejoin`]: subscribe again no sooner than this.
+    rejoin_at: Option<tokio::time::Instant>,
+    /// The channel of a cancelled consumer, open until [`Consumer::close`].
+    cancelled: Option<Channel>,
 }
 
 impl AmqpConsumer {
@@ -594,6 +917,9 @@ impl Consumer for AmqpConsumer {
                 return None;
             }
             let Some((channel, consumer)) = self.current.as_mut() else {
+                if let Some(at) = self.rejoin_at.take() {
+                    tokio::time::sleep_until(at).await;
+                }
                 match self.subscribe().await {
                     Ok(subscribed) => {
                         tracing::debug!(queue = %self.queue, prefetch = self.prefetch, "subscribed");
@@ -642,6 +968,21 @@ impl Consumer for AmqpConsumer {
         }
     }
 
+    async fn close(&mut self) {
+        if let Some(channel) = self.cancelled.take() {
+            close_quietly(channel).await;
+        }
+    }
+
+    async fn rejoin(&mut self, pause: Duration) {
+        // Nothing taken from this channel is unsettled: closing it returns only what the
+        // broker sent ahead, and hands the queue to the next consumer.
+        if let Some((channel, _)) = self.current.take() {
+            close_quietly(channel).await;
+        }
+        self.rejoin_at = Some(tokio::time::Instant::now() + pause);
+    }
+
     async fn cancel(&mut self) {
         // The channel stays open while deliveries taken from it are settled (each acker holds
         // it); the broker returns the ones it sent and nobody took when it closes.
@@ -651,6 +992,7 @@ impl Consumer for AmqpConsumer {
         // Bounded like the connection's close: a cancel the broker never confirms must not
         // keep the host from draining. Closing the channel or the connection ends the
         // consumer anyway.
+        self.cancelled = Some(channel.clone());
         let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
         match tokio::time::timeout(CLOSE_PATIENCE, cancelling).await {
             Ok(Ok(())) => {}

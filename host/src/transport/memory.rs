@@ -81,6 +81,16 @@ impl MemoryQueue {
         self.available.add_permits(1);
     }
 
+    /// Puts a message returned unsettled at the front, where RabbitMQ returns it too: it was
+    /// taken before everything still ready.
+    fn push_front(&self, stored: Stored) {
+        self.ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_front(stored);
+        self.available.add_permits(1);
+    }
+
     fn depth(&self) -> usize {
         self.ready
             .lock()
@@ -495,7 +505,7 @@ impl Drop for MemoryAcker {
         if let Some(envelope) = self.unsettled.take() {
             tracing::warn!(queue = %self.queue.name, message_id = %envelope.id, "delivery dropped unsettled; it will be delivered again");
             self.queue.unacked.fetch_sub(1, Ordering::SeqCst);
-            self.queue.push(Stored {
+            self.queue.push_front(Stored {
                 envelope,
                 redelivered: true,
             });

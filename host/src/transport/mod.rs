@@ -7,6 +7,11 @@
 //!   it to the message types it subscribes to, idempotently; it also creates the dead-letter
 //!   queues beside it: `<queue>_error`, `<queue>_skipped`, `<queue>_expired`.
 //!   [`Transport::unbind`] removes bindings and leaves the queue and its messages alone.
+//! - **Partitions.** An endpoint may ask for partitions ([`Endpoint::partitions`]). A broker
+//!   shared by several hosts then spreads the endpoint's messages over that many queues by
+//!   their session id, each consumed by one host at a time, and sends to the endpoint's name
+//!   reach them too; [`Transport::input_queues`] names them. The embedded broker serves one
+//!   host and keeps one queue.
 //! - **Routing.** A published message ([`Route::Publish`]) is copied to every queue bound to its
 //!   type, and to none if no queue is bound. A sent message ([`Route::Send`]) goes to the one
 //!   queue named; sending to a queue that does not exist is an error.
@@ -16,7 +21,8 @@
 //! - **Deliveries.** A consumer yields each message of its queue to one consumer at a time.
 //!   A delivery is settled exactly once: [`Acker::ack`] removes it; [`Acker::requeue`] puts it
 //!   back with its attempt count raised by one. A delivery that is never settled (the host
-//!   crashed, the connection dropped) is delivered again, marked `redelivered`.
+//!   crashed, the connection dropped) is delivered again, marked `redelivered`, ahead of the
+//!   messages still waiting.
 //! - **Backpressure.** A consumer holds at most `prefetch` unsettled deliveries. Queues are
 //!   bounded: when one is full, `dispatch` waits for room instead of growing without limit.
 
@@ -54,6 +60,26 @@ pub struct Outbound {
 pub struct Endpoint {
     pub queue: String,
     pub subscriptions: Vec<String>,
+    /// For an ordered endpoint on a broker of several hosts, the partitions its session ids are
+    /// spread over (see [`Transport::input_queues`]); 0 for one input queue.
+    pub partitions: u16,
+}
+
+impl Endpoint {
+    /// The endpoint of a plugin's current version: named after the plugin, bound to what it
+    /// subscribes to, partitioned if it is ordered.
+    pub fn of(plugin: &crate::plugin::Plugin) -> Self {
+        let settings = plugin.settings();
+        Endpoint {
+            queue: plugin.name().to_owned(),
+            subscriptions: plugin.info().subscriptions.clone(),
+            partitions: if settings.ordered {
+                settings.partitions
+            } else {
+                0
+            },
+        }
+    }
 }
 
 /// Which dead-letter queue beside an input queue.
@@ -114,6 +140,17 @@ pub trait Consumer: Send {
     /// normally; those the broker sent and [`Consumer::next`] has not yielded go back to the
     /// queue.
     async fn cancel(&mut self) {}
+
+    /// Leaves the queue and joins it again after `pause`, behind the consumers already waiting
+    /// for it: on a queue with a single active consumer, another host takes it over. What the
+    /// broker sent and [`Consumer::next`] has not yielded goes back to the front of the queue.
+    /// Only called once every delivery taken is settled. The embedded broker has nobody to
+    /// hand over to and does nothing.
+    async fn rejoin(&mut self, _pause: Duration) {}
+
+    /// After [`Consumer::cancel`], once every delivery taken is settled or dropped: returns
+    /// what was dropped unsettled to the queue now, not when the connection closes.
+    async fn close(&mut self) {}
 }
 
 /// A broker.
@@ -124,6 +161,19 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Stops routing the given message types to `queue`. The queue keeps what it holds.
     async fn unbind(&self, queue: &str, message_types: &[String]) -> Result<()>;
+
+    /// The queues an endpoint's messages wait in, to be consumed: its one input queue, or,
+    /// for a partitioned endpoint on a broker that partitions, each partition.
+    fn input_queues(&self, endpoint: &Endpoint) -> Vec<String> {
+        vec![endpoint.queue.clone()]
+    }
+
+    /// For a partitioned endpoint on a broker shared by several hosts: a queue nothing is
+    /// routed to, where each host that serves the endpoint keeps one consumer, so that
+    /// [`Transport::consumer_count`] of it tells how many hosts share the partitions.
+    fn presence_queue(&self, _endpoint: &Endpoint) -> Option<String> {
+        None
+    }
 
     /// Starts consuming `queue` with at most `prefetch` unsettled deliveries.
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>>;
@@ -140,6 +190,12 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Messages ready in the given queues (not counting those delivered and not yet settled).
     async fn ready_count(&self, queues: &[String]) -> Result<u64>;
+
+    /// Consumers subscribed to `queue`, waiting ones included: on a partition, the hosts that
+    /// serve or could serve it.
+    async fn consumer_count(&self, _queue: &str) -> Result<u32> {
+        Ok(1)
+    }
 
     /// Whether the host is connected to the broker now, as far as it knows without asking.
     fn is_connected(&self) -> bool {
