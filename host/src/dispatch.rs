@@ -16,6 +16,11 @@
 //! each message), except when it changes the concurrency or the kill switch, and removing a
 //! plugin drains its runner alone.
 //!
+//! An ordered plugin (see [`crate::session`]) has a sequencer between its consumers and its
+//! lanes, which hands out one message per session id at a time (`dispatch/sequencer.rs`), and
+//! a pump per input queue that feeds it; on RabbitMQ the pumps of a fleet's hosts also share
+//! the endpoint's partitions among them (`dispatch/partitions.rs`).
+//!
 //! Handlers never run on the async worker threads: a handler that uses its whole deadline, or
 //! waits on a WASI clock, holds only its own lane, while the broker connection, the admin API
 //! and the other plugins carry on.
@@ -23,6 +28,9 @@
 //! A delivery is settled only after its outcome is known: on success the outbox is released
 //! to the broker first and the message acked after the broker confirmed it; every other
 //! outcome follows [`crate::recoverability`].
+
+mod partitions;
+mod sequencer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +49,7 @@ use crate::killswitch::{Admission, KillSwitch, KillSwitchConfig};
 use crate::plugin::Plugin;
 use crate::recoverability::{self, Decision, FIRST_FAILURE_HEADER, FaultSource};
 use crate::registry::PluginSlot;
+use crate::session::{self, SessionKeyRule};
 use crate::stats::{Event, Stats};
 use crate::telemetry;
 use crate::transport::{Consumer, DeadLetter, Delivery, Endpoint, Outbound, Route, Transport};
@@ -59,6 +68,8 @@ pub struct Dispatcher {
     inbox: Option<Arc<dyn Inbox>>,
     /// The runner of each plugin, by queue.
     runners: Arc<Mutex<HashMap<String, Runner>>>,
+    /// Rules that give follow-ups, and the deliveries of ordered plugins, a session id.
+    session_keys: Arc<[SessionKeyRule]>,
 }
 
 /// One plugin's lanes, and the settling they started.
@@ -77,14 +88,30 @@ pub struct RunnerShape {
     pub kill_switch: Option<KillSwitchConfig>,
     /// With `drop`, the runner also empties `<queue>_expired`.
     pub expired: ExpiredPolicy,
+    /// Sessions are handled in order, over this many partitions (see [`Endpoint::of`]).
+    pub ordered: Option<u16>,
 }
 
 impl RunnerShape {
     pub fn of(plugin: &Plugin) -> Self {
+        let settings = plugin.settings();
         RunnerShape {
-            concurrency: plugin.settings().concurrency,
-            kill_switch: plugin.settings().kill_switch,
-            expired: plugin.settings().expired,
+            concurrency: settings.concurrency,
+            kill_switch: settings.kill_switch,
+            expired: settings.expired,
+            ordered: settings.ordered.then_some(settings.partitions),
+        }
+    }
+
+    /// Deliveries each of the runner's consumers holds at once.
+    pub fn prefetch(&self) -> u16 {
+        let prefetch = prefetch_for(self.concurrency);
+        if self.ordered.is_some() {
+            // Held-back messages of busy or failing sessions take room; four times as much
+            // leaves the lanes messages of other sessions to work on.
+            prefetch.saturating_mul(4)
+        } else {
+            prefetch
         }
     }
 }
@@ -104,6 +131,7 @@ impl Dispatcher {
         stats: Arc<Stats>,
         host_name: &str,
         inbox: Option<Arc<dyn Inbox>>,
+        session_keys: Arc<[SessionKeyRule]>,
     ) -> Self {
         let dispatcher = Dispatcher {
             transport,
@@ -114,6 +142,7 @@ impl Dispatcher {
             in_flight: Arc::default(),
             inbox,
             runners: Arc::default(),
+            session_keys,
         };
         if let Some(inbox) = dispatcher.inbox.clone() {
             let stop = dispatcher.stop.clone();
@@ -138,18 +167,19 @@ impl Dispatcher {
 
     /// Declares the plugin's endpoint (binding it to what the current version subscribes to)
     /// and starts consuming it. If the plugin had a runner, the new one starts first and the
-    /// old one is drained after: the queue always has a consumer.
+    /// old one is drained after: the queue always has a consumer. An ordered plugin's old
+    /// runner is drained first instead, so two runners never hold one session.
     pub async fn start(&self, slot: Arc<PluginSlot>) -> Result<()> {
         let plugin = slot.load_full();
-        let endpoint = Endpoint {
-            queue: plugin.name().to_owned(),
-            subscriptions: plugin.info().subscriptions.clone(),
-        };
+        let endpoint = Endpoint::of(&plugin);
         self.transport.declare_endpoint(&endpoint).await?;
         let shape = RunnerShape::of(&plugin);
         let concurrency = shape.concurrency;
-        let prefetch = prefetch_for(concurrency);
-        let consumer = self.transport.consume(&endpoint.queue, prefetch).await?;
+        let mut consumers = Vec::new();
+        for queue in self.transport.input_queues(&endpoint) {
+            let consumer = self.transport.consume(&queue, shape.prefetch()).await?;
+            consumers.push((queue, consumer));
+        }
         let switch = shape
             .kill_switch
             .map(|config| Arc::new(KillSwitch::new(plugin.name(), config)));
@@ -180,18 +210,45 @@ impl Dispatcher {
                 runner.stop.clone(),
             ));
         }
-        let feed = Arc::new(Feed {
-            dispatcher: self.clone(),
-            consumer: tokio::sync::Mutex::new(Some(consumer)),
-            switch: switch.clone(),
-            stop: runner.stop.clone(),
-        });
+        let source = if shape.ordered.is_some() {
+            let sequencer = sequencer::Sequencer::new(
+                Arc::clone(&self.session_keys),
+                Arc::clone(&self.in_flight),
+                runner.stop.clone(),
+                runner.tasks.clone(),
+            );
+            let presence = match self.transport.presence_queue(&endpoint) {
+                Some(queue) => {
+                    let consumer = self.transport.consume(&queue, 1).await?;
+                    Some((queue, consumer))
+                }
+                None => None,
+            };
+            self.retire_if_ordered(&endpoint.queue, shape).await;
+            partitions::start(
+                self,
+                &runner,
+                consumers,
+                presence,
+                Arc::clone(&sequencer),
+                switch.clone(),
+            );
+            Source::Sequenced(sequencer)
+        } else {
+            self.retire_if_ordered(&endpoint.queue, shape).await;
+            Source::Feed(Arc::new(Feed {
+                dispatcher: self.clone(),
+                consumer: tokio::sync::Mutex::new(consumers.pop().map(|(_, consumer)| consumer)),
+                switch: switch.clone(),
+                stop: runner.stop.clone(),
+            }))
+        };
         for _ in 0..concurrency {
             let lane = Lane {
                 dispatcher: self.clone(),
                 slot: Arc::clone(&slot),
                 queue: endpoint.queue.clone(),
-                feed: Arc::clone(&feed),
+                source: source.clone(),
                 switch: switch.clone(),
                 settling: runner.tasks.clone(),
             };
@@ -207,6 +264,15 @@ impl Dispatcher {
             tracing::info!(queue = %endpoint.queue, "previous runner drained");
         }
         Ok(())
+    }
+
+    /// Drains the plugin's runner before a new one starts if either is ordered: two runners
+    /// at once could each hold a message of one session.
+    async fn retire_if_ordered(&self, queue: &str, new: RunnerShape) {
+        let was_ordered = self.shape(queue).is_some_and(|old| old.ordered.is_some());
+        if new.ordered.is_some() || was_ordered {
+            self.retire(queue).await;
+        }
     }
 
     /// The settings the plugin's runner was started with, if it has one.
@@ -227,7 +293,7 @@ impl Dispatcher {
             .map(|(queue, runner)| {
                 (
                     queue.clone(),
-                    prefetch_for(runner.shape.concurrency),
+                    runner.shape.prefetch(),
                     runner.switch.as_ref().map(|switch| switch.is_open()),
                 )
             })
@@ -403,12 +469,30 @@ impl Feed {
     }
 }
 
+/// Where a plugin's lanes take their deliveries from.
+#[derive(Clone)]
+enum Source {
+    /// The consumer itself, in the order the broker delivers.
+    Feed(Arc<Feed>),
+    /// An ordered plugin's sequencer: one delivery per session at a time.
+    Sequenced(Arc<sequencer::Sequencer>),
+}
+
+impl Source {
+    async fn next(&self) -> Option<Delivery> {
+        match self {
+            Source::Feed(feed) => feed.next().await,
+            Source::Sequenced(sequencer) => sequencer.next().await,
+        }
+    }
+}
+
 /// One handler call at a time, on a thread of the blocking pool.
 struct Lane {
     dispatcher: Dispatcher,
     slot: Arc<PluginSlot>,
     queue: String,
-    feed: Arc<Feed>,
+    source: Source,
     switch: Option<Arc<KillSwitch>>,
     /// The runner's tasks, where settling that must wait goes on.
     settling: TaskTracker,
@@ -417,7 +501,7 @@ struct Lane {
 impl Lane {
     fn run(self) {
         let runtime = tokio::runtime::Handle::current();
-        while let Some(delivery) = runtime.block_on(self.feed.next()) {
+        while let Some(delivery) = runtime.block_on(self.source.next()) {
             // The version current now handles this message, even if a newer one arrives meanwhile.
             let plugin = self.slot.load_full();
             // Everything done for this delivery, settling included, happens inside its span.
@@ -678,8 +762,11 @@ impl Dispatcher {
         plugin: &Plugin,
         queue: &str,
         delivery: Delivery,
-        outbox: Vec<Outbound>,
+        mut outbox: Vec<Outbound>,
     ) {
+        for message in &mut outbox {
+            session::stamp(&mut message.envelope, &self.session_keys);
+        }
         let published: Vec<String> = outbox
             .iter()
             .map(|m| m.envelope.message_type.clone())

@@ -107,7 +107,13 @@ impl Host {
         let name = gethostname::gethostname().to_string_lossy().into_owned();
         Ok(Host {
             registry: Registry::new(engine, Arc::clone(&config)),
-            dispatcher: Dispatcher::new(Arc::clone(&transport), Arc::clone(&stats), &name, inbox),
+            dispatcher: Dispatcher::new(
+                Arc::clone(&transport),
+                Arc::clone(&stats),
+                &name,
+                inbox,
+                config.session_keys.clone().into(),
+            ),
             config,
             transport,
             memory,
@@ -249,8 +255,10 @@ impl Host {
         Ok(id)
     }
 
-    /// Hands one prepared message to the broker.
-    pub async fn dispatch(&self, outbound: Outbound) -> Result<()> {
+    /// Hands one prepared message to the broker, with the session id the configuration's
+    /// rules give it if it has none.
+    pub async fn dispatch(&self, mut outbound: Outbound) -> Result<()> {
+        crate::session::stamp(&mut outbound.envelope, &self.config.session_keys);
         let message_type = outbound.envelope.message_type.clone();
         self.transport.dispatch(vec![outbound]).await?;
         self.stats.record(&message_type, None, Event::Published);

@@ -325,10 +325,7 @@ impl Host {
         }
         self.registry.check_fits(&new)?;
         self.transport
-            .declare_endpoint(&Endpoint {
-                queue: name.clone(),
-                subscriptions: new.info().subscriptions.clone(),
-            })
+            .declare_endpoint(&Endpoint::of(&new))
             .await
             .with_context(|| format!("plugin {} refused", new.path().display()))?;
         let reshaped = RunnerShape::of(&current) != RunnerShape::of(&new);
