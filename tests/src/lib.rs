@@ -11,6 +11,7 @@
 )]
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,6 +140,7 @@ impl Tap {
         let endpoint = Endpoint {
             queue: queue.to_owned(),
             subscriptions: message_types.iter().map(|t| (*t).to_owned()).collect(),
+            partitions: 0,
         };
         host.transport().declare_endpoint(&endpoint).await.unwrap();
         let consumer = host.transport().consume(queue, 1000).await.unwrap();
@@ -403,4 +405,95 @@ pub fn assert_orders_add_up(summary: &courier_host::Summary, placed: usize) {
         count("OrderShipped") + count("PaymentFailed") + count("StockReservationFailed"),
         count("OrderPlaced")
     );
+}
+
+/// A `courier run` process, killed if the test ends while it still runs.
+#[derive(Debug)]
+pub struct HostProcess(pub Child);
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `courier run` as its own process, on `vhost`, serving the plugins in `dir`, keeping its
+/// inbox in `dir/<data>`: a host restarted with the same `data` remembers what it handled.
+pub fn spawn_host_with_data(vhost: &Vhost, dir: &Path, name: &str, data: &str) -> HostProcess {
+    spawn_host_with_config(vhost, dir, name, data, "")
+}
+
+/// [`spawn_host_with_data`] with a configuration file of its own, `config` (TOML).
+pub fn spawn_host_with_config(
+    vhost: &Vhost,
+    dir: &Path,
+    name: &str,
+    data: &str,
+    config: &str,
+) -> HostProcess {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    // Beside the plugins, under a name no plugin has, so it is nobody's sidecar file.
+    let config_file = dir.join(format!("host-{name}.toml"));
+    std::fs::write(&config_file, config).unwrap();
+    Command::new(courier_bin())
+        .args(["run", "--config"])
+        .arg(&config_file)
+        .args(["--no-admin", "--broker", &vhost.url(), "--plugins"])
+        .arg(dir)
+        .arg("--data-dir")
+        .arg(dir.join(data))
+        .arg("--summary")
+        .arg(dir.join(format!("{name}.json")))
+        .env("COURIER_LOG", "warn")
+        .env("COURIER_CACHE_DIR", test_cache_dir())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map(HostProcess)
+        .unwrap()
+}
+
+/// `courier run` with a data directory of its own.
+pub fn spawn_host(vhost: &Vhost, dir: &Path, name: &str) -> HostProcess {
+    spawn_host_with_data(vhost, dir, name, &format!("{name}-data"))
+}
+
+/// Waits until `queue` has `consumers` consumers.
+pub async fn wait_for_consumers(vhost: &Vhost, queue: &str, consumers: usize) {
+    let expected = format!("{queue}\t{consumers}");
+    let deadline = Instant::now() + PATIENCE;
+    while !rabbitmqctl(&["list_queues", "-p", &vhost.name, "name", "consumers"])
+        .lines()
+        .any(|line| line == expected)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{queue} never had {consumers} consumer(s)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends SIGTERM and waits for a clean exit.
+pub fn terminate(mut host: HostProcess) {
+    let status = Command::new("kill")
+        .args(["-TERM", &host.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = host.0.wait().unwrap();
+    assert!(exit.success(), "the host exited with {exit} after SIGTERM");
+}
+
+/// Messages the probe handled in the `courier run` process `name`, from its summary file
+/// (`--summary <dir>/<name>.json`, written when it exits).
+pub fn handled_by(dir: &Path, name: &str) -> u64 {
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+    summary["by_plugin"]["probe"]["handled"]
+        .as_u64()
+        .unwrap_or(0)
 }

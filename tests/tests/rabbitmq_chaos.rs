@@ -10,8 +10,6 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,59 +118,6 @@ async fn restarting_the_broker_mid_stream_loses_nothing() {
     .await;
 }
 
-/// A `courier run` process, killed if the test ends while it still runs.
-struct HostProcess(Child);
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// `courier run` as its own process, on `vhost`, serving the plugins in `dir`, keeping its
-/// inbox in `dir/<data>`: a host restarted with the same `data` remembers what it handled.
-fn spawn_host_with_data(vhost: &Vhost, dir: &Path, name: &str, data: &str) -> HostProcess {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    Command::new(courier_bin())
-        .args(["run", "--no-admin", "--broker", &vhost.url(), "--plugins"])
-        .arg(dir)
-        .arg("--data-dir")
-        .arg(dir.join(data))
-        .arg("--summary")
-        .arg(dir.join(format!("{name}.json")))
-        .env("COURIER_LOG", "warn")
-        .env("COURIER_CACHE_DIR", test_cache_dir())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(HostProcess)
-        .unwrap()
-}
-
-/// `courier run` with a data directory of its own.
-fn spawn_host(vhost: &Vhost, dir: &Path, name: &str) -> HostProcess {
-    spawn_host_with_data(vhost, dir, name, &format!("{name}-data"))
-}
-
-/// Waits until `queue` has `consumers` consumers.
-async fn wait_for_consumers(vhost: &Vhost, queue: &str, consumers: usize) {
-    let expected = format!("{queue}\t{consumers}");
-    let deadline = Instant::now() + PATIENCE;
-    while !rabbitmqctl(&["list_queues", "-p", &vhost.name, "name", "consumers"])
-        .lines()
-        .any(|line| line == expected)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{queue} never had {consumers} consumer(s)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A plugins directory with the probe at concurrency 4, a client host to publish and watch,
 /// and a tap on `SlowDone`.
 async fn slow_setup(vhost: &Vhost, test: &str) -> (std::path::PathBuf, Arc<Host>, Tap) {
@@ -181,25 +126,6 @@ async fn slow_setup(vhost: &Vhost, test: &str) -> (std::path::PathBuf, Arc<Host>
     let client = amqp_host_with(vhost, "", &[]).await;
     let tap = Tap::new(&client, "tap", &[&test_type("SlowDone")]).await;
     (dir, client, tap)
-}
-
-/// Sends SIGTERM and waits for a clean exit.
-fn terminate(mut host: HostProcess) {
-    let status = Command::new("kill")
-        .args(["-TERM", &host.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = host.0.wait().unwrap();
-    assert!(exit.success(), "the host exited with {exit} after SIGTERM");
-}
-
-fn handled_by(dir: &Path, name: &str) -> u64 {
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
-    summary["by_plugin"]["probe"]["handled"]
-        .as_u64()
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
