@@ -20,9 +20,12 @@
 //!    lapin + wasmtime host (`naive.rs`): peak throughput, and latency at 50% and 90% of the
 //!    slower of Courier's and the native peak (see `rabbitmq.rs`). It needs the local broker
 //!    (`COURIER_BENCH_BROKER`, default `amqp://guest:guest@127.0.0.1:5672`) and `rabbitmqctl`;
-//!    `--no-rabbitmq` leaves it out.
+//!    `--no-rabbitmq` leaves it out;
+//! 6. ordered sessions (see `ordered.rs`): the trivial plugin ordered by session id beside the
+//!    same plugin unordered, at the same concurrency, on the embedded broker and on RabbitMQ.
 //!
-//! `--only per-message|embedded|scale|reload|rabbitmq` runs one scenario, for a profiler.
+//! `--only per-message|embedded|scale|reload|rabbitmq|ordered` runs one scenario, for a
+//! profiler.
 //!
 //! The ratio column is each figure over its scenario's baseline: the native variant, or for
 //! the order flow and scale rows the first row of the series (concurrency 1, one plugin).
@@ -34,6 +37,7 @@
 )]
 
 mod naive;
+mod ordered;
 mod plots;
 mod rabbitmq;
 mod reload;
@@ -223,7 +227,14 @@ fn per_message_costs(quick: bool, rows: &mut Vec<Row>) {
 }
 
 /// What `--only` accepts.
-const SCENARIOS: [&str; 5] = ["per-message", "embedded", "scale", "reload", "rabbitmq"];
+const SCENARIOS: [&str; 6] = [
+    "per-message",
+    "embedded",
+    "scale",
+    "reload",
+    "rabbitmq",
+    "ordered",
+];
 
 /// Concurrent handlers per plugin in the embedded broker's sweep.
 const CONCURRENCIES: [u32; 4] = [1, 2, 4, 8];
@@ -335,6 +346,7 @@ async fn native_consumer(messages: usize) -> f64 {
     let endpoint = Endpoint {
         queue: "native".into(),
         subscriptions: vec!["urn:message:Test:Ping".into()],
+        partitions: 0,
     };
     broker.declare_endpoint(&endpoint).await.unwrap();
     let started = Instant::now();
@@ -459,6 +471,9 @@ fn main() {
     }
     if rabbitmq && reload {
         reload::throughput_with_swaps(quick, &broker, &mut rows);
+    }
+    if runs("ordered") {
+        ordered::run(quick, rabbitmq.then_some(broker.as_str()), &mut rows);
     }
 
     println!(
