@@ -190,20 +190,12 @@ impl Pump {
     /// Counts the delivery as unsettled in this partition until it is settled or dropped.
     fn counted(&self, delivery: Delivery) -> Delivery {
         self.partition.unsettled.fetch_add(1, Ordering::SeqCst);
-        let Delivery {
-            envelope,
-            redelivered,
-            dead_letter_reason,
-            acker,
-        } = delivery;
         Delivery {
-            envelope,
-            redelivered,
-            dead_letter_reason,
             acker: Box::new(CountedAcker {
-                acker,
+                acker: delivery.acker,
                 _count: Unsettled(Arc::clone(&self.partition.unsettled)),
             }),
+            ..delivery
         }
     }
 

@@ -155,21 +155,16 @@ impl Sequencer {
     }
 
     fn with_turn(self: &Arc<Self>, delivery: Delivery, key: String) -> Delivery {
-        let Delivery {
-            envelope,
-            redelivered,
-            dead_letter_reason,
-            acker,
-        } = delivery;
         let turn = Turn {
             sequencer: Arc::clone(self),
             key,
         };
         Delivery {
-            envelope,
-            redelivered,
-            dead_letter_reason,
-            acker: Box::new(TurnAcker { acker, turn }),
+            acker: Box::new(TurnAcker {
+                acker: delivery.acker,
+                turn,
+            }),
+            ..delivery
         }
     }
 

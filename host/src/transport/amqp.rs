@@ -324,51 +324,18 @@ impl Inner {
                 return;
             };
             let queue = endpoint.queue.as_str();
-            let unbound = if endpoint.partitions > 0 {
-                channel
-                    .queue_declare(
-                        queue.into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .is_ok()
-                    && channel
-                        .queue_unbind(
-                            queue.into(),
-                            exchange.into(),
-                            "".into(),
-                            FieldTable::default(),
-                        )
-                        .await
-                        .is_ok()
+            // The old shape is the queue of an endpoint now ordered, or the exchange of one
+            // no longer ordered.
+            let old_is_exchange = endpoint.partitions == 0;
+            let exists = if old_is_exchange {
+                look_at_exchange(&channel, queue).await.is_ok()
             } else {
-                channel
-                    .exchange_declare(
-                        queue.into(),
-                        ExchangeKind::Custom(CONSISTENT_HASH.into()),
-                        ExchangeDeclareOptions {
-                            passive: true,
-                            ..ExchangeDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .is_ok()
-                    && channel
-                        .exchange_unbind(
-                            queue.into(),
-                            exchange.into(),
-                            "".into(),
-                            ExchangeUnbindOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await
-                        .is_ok()
+                look_at_queue(&channel, queue).await.is_ok()
             };
+            let unbound = exists
+                && unbind_from(&channel, queue, old_is_exchange, exchange)
+                    .await
+                    .is_ok();
             if unbound {
                 tracing::info!(
                     endpoint = queue,
@@ -552,23 +519,12 @@ impl Inner {
             if !self.is_partitioned(queue) {
                 // Asking about an exchange that does not exist closes the channel, so the
                 // first answer of no ends the batch.
-                channel
-                    .exchange_declare(
-                        queue.as_str().into(),
-                        ExchangeKind::Custom(CONSISTENT_HASH.into()),
-                        ExchangeDeclareOptions {
-                            passive: true,
-                            ..ExchangeDeclareOptions::default()
-                        },
-                        FieldTable::default(),
+                look_at_exchange(&channel, queue).await.map_err(|_| {
+                    anyhow!(
+                        "cannot send {}: no queue named `{queue}`",
+                        describe(message)
                     )
-                    .await
-                    .map_err(|_| {
-                        anyhow!(
-                            "cannot send {}: no queue named `{queue}`",
-                            describe(message)
-                        )
-                    })?;
+                })?;
                 self.partitioned
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -729,30 +685,10 @@ impl Transport for AmqpTransport {
         let partitioned = self.inner.is_partitioned(queue);
         for message_type in message_types {
             let exchange = exchange_for(message_type);
-            if partitioned {
-                channel
-                    .exchange_unbind(
-                        queue.into(),
-                        exchange.into(),
-                        "".into(),
-                        ExchangeUnbindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .with_context(|| {
-                        format!("cannot unbind exchange `{queue}` from `{exchange}`")
-                    })?;
-                continue;
-            }
-            channel
-                .queue_unbind(
-                    queue.into(),
-                    exchange.into(),
-                    "".into(),
-                    FieldTable::default(),
-                )
+            let what = if partitioned { "exchange" } else { "queue" };
+            unbind_from(&channel, queue, partitioned, exchange)
                 .await
-                .with_context(|| format!("cannot unbind queue `{queue}` from `{exchange}`"))?;
+                .with_context(|| format!("cannot unbind {what} `{queue}` from `{exchange}`"))?;
         }
         close_quietly(channel).await;
         Ok(())
@@ -796,15 +732,7 @@ impl Transport for AmqpTransport {
                 .collect()
         };
         for queue in &partitions {
-            let declared = channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
+            let declared = look_at_queue(&channel, queue)
                 .await
                 .with_context(|| format!("cannot look at queue `{queue}`"))?;
             ready += u64::from(declared.message_count());
@@ -815,15 +743,7 @@ impl Transport for AmqpTransport {
 
     async fn consumer_count(&self, queue: &str) -> Result<u32> {
         let channel = self.inner.side_channel().await?;
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        let declared = look_at_queue(&channel, queue)
             .await
             .with_context(|| format!("cannot look at queue `{queue}`"))?;
         close_quietly(channel).await;
@@ -1062,6 +982,65 @@ impl Acker for AmqpAcker {
                     .with_context(|| format!("cannot return a delivery to `{}`", self.queue))
             }
         }
+    }
+}
+
+/// Asks about a queue without declaring it. A queue that does not exist closes the channel.
+async fn look_at_queue(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Asks about an ordered endpoint's exchange without declaring it. An exchange that does not
+/// exist closes the channel.
+async fn look_at_exchange(channel: &Channel, exchange: &str) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Custom(CONSISTENT_HASH.into()),
+            ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Unbinds an endpoint (its queue, or an ordered one's exchange) from a type's exchange.
+async fn unbind_from(
+    channel: &Channel,
+    endpoint: &str,
+    ordered: bool,
+    exchange: &str,
+) -> lapin::Result<()> {
+    if ordered {
+        channel
+            .exchange_unbind(
+                endpoint.into(),
+                exchange.into(),
+                "".into(),
+                ExchangeUnbindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    } else {
+        channel
+            .queue_unbind(
+                endpoint.into(),
+                exchange.into(),
+                "".into(),
+                FieldTable::default(),
+            )
+            .await
     }
 }
 
