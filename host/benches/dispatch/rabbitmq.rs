@@ -407,18 +407,23 @@ async fn start(variant: Variant, url: &str) -> Running {
             ))
             .unwrap();
             config.admin.enabled = false;
-            // A fresh inbox, as a new host has: one kept across runs grows with every run and
-            // is read back at every start.
-            let inbox = tempfile::Builder::new()
-                .prefix("courier-bench-inbox-")
-                .tempdir()
-                .unwrap();
-            config.inbox.data_dir = inbox.path().to_owned();
+            let inbox = fresh_inbox(&mut config);
             let host = Arc::new(Host::new(config).await.unwrap());
             host.load_plugin(&plugin_file("payment")).await.unwrap();
             Running::Courier(host, inbox)
         }
     }
+}
+
+/// Gives the host a fresh inbox, as a new host has: one kept across runs grows with every run
+/// and is read back at every start. It is removed when the returned directory is dropped.
+pub(crate) fn fresh_inbox(config: &mut HostConfig) -> tempfile::TempDir {
+    let inbox = tempfile::Builder::new()
+        .prefix("courier-bench-inbox-")
+        .tempdir()
+        .unwrap();
+    config.inbox.data_dir = inbox.path().to_owned();
+    inbox
 }
 
 /// Declares the input queue the variant consumes, before any order is published.
