@@ -38,7 +38,7 @@ const ACTIVE_WINDOW: Duration = Duration::from_secs(4);
 
 /// How long a yielding pump waits for its deliveries to be settled before it gives up the
 /// yield and goes on serving the partition (a session held by a long redelivery delay).
-const YIELD_PATIENCE: Duration = Duration::from_secs(30);
+const YIELD_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How long a pump that yielded waits before it subscribes again, so the broker hands the
 /// partition to a host already waiting.
@@ -174,10 +174,12 @@ impl Pump {
                 .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
             self.sequencer.offer(self.counted(delivery));
         }
-        self.consumer.cancel().await;
-        // What the sequencer dropped unsettled when the runner stopped goes back now, once the
-        // rest is settled, so a runner that replaces this one gets it without waiting for the
-        // connection to close.
+        // The partition stays this host's until everything taken from it is settled: a
+        // cancel would let the broker activate another host's consumer at once, while a
+        // message of one of its sessions is still being handled here. So the sequencer is
+        // closed (what it held goes back unsettled), the lanes finish what they hold, and only
+        // then is the channel closed, which returns the rest and hands the partition over.
+        self.sequencer.close();
         let started = Instant::now();
         while self.partition.unsettled.load(Ordering::SeqCst) > 0
             && started.elapsed() < CLOSE_PATIENCE
@@ -246,7 +248,11 @@ async fn balance(
             }
         };
         let share = partitions.len().div_ceil(hosts);
-        let active: Vec<&Arc<Partition>> = partitions.iter().filter(|p| p.is_active()).collect();
+        let mut active: Vec<&Arc<Partition>> =
+            partitions.iter().filter(|p| p.is_active()).collect();
+        // Those with the fewest deliveries unsettled are yielded: they hand over soonest, and
+        // one whose session waits out a redelivery delay here is kept.
+        active.sort_by_key(|p| std::cmp::Reverse(p.unsettled.load(Ordering::SeqCst)));
         for partition in active.iter().skip(share) {
             partition.yield_asked.store(true, Ordering::SeqCst);
             partition.wake.notify_one();

@@ -5,8 +5,10 @@
 //! its lanes take them. A delivery whose session has none in progress is *ready*; one whose
 //! session has is *held back*, behind the others of its session, in arrival order. A ready
 //! delivery of a session carries that session's *turn* inside its acker: when the delivery is
-//! settled (acked, or dropped unsettled), the turn ends and the next held-back delivery of the
-//! session becomes ready. A requeue does not end the turn: the delivery itself waits out its
+//! acknowledged, the turn ends and the next held-back delivery of the session becomes ready.
+//! A delivery dropped unsettled (the runner stopped, a lane died) *abandons* its session
+//! instead: the held-back deliveries go back to the broker unsettled too, behind it, so none
+//! of them is handled before it. A requeue does not end the turn: the delivery itself waits out its
 //! delay here and is handled again before anything else of its session, still unacknowledged,
 //! so a later message cannot overtake it. Deliveries without a session id are ready at once.
 //!
@@ -94,6 +96,11 @@ impl Sequencer {
     /// The next ready delivery; `None` once the runner stops.
     pub(super) async fn next(&self) -> Option<Delivery> {
         loop {
+            if self.stop.is_cancelled() {
+                // Nothing more is handled once the runner stops, not even what is ready.
+                self.close();
+                return None;
+            }
             {
                 let mut lines = self.lines();
                 if lines.closed {
@@ -158,13 +165,25 @@ impl Sequencer {
         let turn = Turn {
             sequencer: Arc::clone(self),
             key,
+            acked: false,
         };
         Delivery {
             acker: Box::new(TurnAcker {
-                acker: delivery.acker,
                 turn,
+                acker: delivery.acker,
             }),
             ..delivery
+        }
+    }
+
+    /// A session's delivery in progress was dropped unsettled: the session's held-back
+    /// deliveries go back to the broker unsettled as well, the last first, so each queue gets
+    /// them back in their order (see [`Sequencer::close`]).
+    fn abandon(&self, key: &str) {
+        let held = self.lines().sessions.remove(key);
+        if let Some(mut held) = held {
+            held.make_contiguous().reverse();
+            self.discard(held.into());
         }
     }
 
@@ -199,39 +218,54 @@ impl Sequencer {
         self.tasks.spawn(async move {
             tokio::select! {
                 biased;
-                () = sequencer.stop.cancelled() => sequencer.discard(vec![delivery]),
+                () = sequencer.stop.cancelled() => {
+                    sequencer.close();
+                    sequencer.discard(vec![delivery]);
+                }
                 () = tokio::time::sleep(delay) => sequencer.make_ready(delivery, true),
             }
         });
     }
 }
 
-/// A session's turn: ends when dropped.
+/// A session's turn: when dropped, it ends if its delivery was acknowledged, and abandons
+/// the session if not.
 #[derive(Debug)]
 struct Turn {
     sequencer: Arc<Sequencer>,
     key: String,
+    acked: bool,
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        self.sequencer.end_turn(std::mem::take(&mut self.key));
+        let key = std::mem::take(&mut self.key);
+        if self.acked {
+            self.sequencer.end_turn(key);
+        } else {
+            self.sequencer.abandon(&key);
+        }
     }
 }
 
 /// The acker of a delivery that holds its session's turn.
 #[derive(Debug)]
 struct TurnAcker {
-    acker: Box<dyn Acker>,
+    /// Declared first, so it is dropped first: an abandoned session's held-back deliveries go
+    /// back before this one, which then goes back in front of them.
     turn: Turn,
+    acker: Box<dyn Acker>,
 }
 
 #[async_trait]
 impl Acker for TurnAcker {
     async fn ack(self: Box<Self>) -> Result<()> {
-        let TurnAcker { acker, turn } = *self;
+        let TurnAcker { mut turn, acker } = *self;
         let acked = acker.ack().await;
-        // The next of the session is handled once this one is acknowledged.
+        // The next of the session is handled once this one is acknowledged. An ack that
+        // failed leaves the message to the broker, which delivers it again: the session is
+        // abandoned, so nothing of it is handled ahead of the message.
+        turn.acked = acked.is_ok();
         drop(turn);
         acked
     }

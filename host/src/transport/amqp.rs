@@ -69,6 +69,8 @@ struct Inner {
     /// Names of ordered endpoints (consistent-hash exchanges) seen so far: sends to them go
     /// to the exchange, not the default one.
     partitioned: Mutex<HashSet<String>>,
+    /// Names known to be queues: declared here, or found by asking.
+    queues: Mutex<HashSet<String>>,
     generation: AtomicU64,
     closed: AtomicBool,
     /// Whether the last look at the link found it open (publishers and consumers look at it
@@ -111,6 +113,7 @@ impl AmqpTransport {
                 link: tokio::sync::Mutex::new(None),
                 endpoints: Mutex::default(),
                 partitioned: Mutex::default(),
+                queues: Mutex::default(),
                 generation: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 connected: AtomicBool::new(false),
@@ -260,6 +263,10 @@ impl Inner {
             .with_context(|| {
                 format!("cannot declare queue `{queue}` (does it exist with other arguments?)")
             })?;
+        self.queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(queue.to_owned());
         Ok(())
     }
 
@@ -428,6 +435,11 @@ impl Inner {
         if endpoint.partitions > 0 {
             return self.declare_partitioned(link, endpoint).await;
         }
+        // No longer ordered, if it was: sends go to its queue again.
+        self.partitioned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&endpoint.queue);
         let input = self.input_arguments(&endpoint.queue);
         self.declare_queue(&link.publisher, &endpoint.queue, input)
             .await?;
@@ -502,6 +514,39 @@ impl Inner {
         Ok(queue)
     }
 
+    fn is_known_queue(&self, name: &str) -> bool {
+        self.queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
+    /// Finds out whether `name` is a queue or an ordered endpoint's exchange, and remembers it.
+    async fn resolve_send_target(&self, name: &str) -> Result<()> {
+        let channel = self.side_channel().await?;
+        let is_queue = look_at_queue(&channel, name).await.is_ok();
+        if is_queue {
+            close_quietly(channel).await;
+            self.queues
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name.to_owned());
+            return Ok(());
+        }
+        // The failed look closed that channel.
+        let channel = self.side_channel().await?;
+        let is_exchange = look_at_exchange(&channel, name).await.is_ok();
+        close_quietly(channel).await;
+        if !is_exchange {
+            bail!("no queue named `{name}`");
+        }
+        self.partitioned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned());
+        Ok(())
+    }
+
     /// Publishes a batch and waits for every confirm. A send the broker returned for want of
     /// a queue of that name is sent again if the name is an ordered endpoint's exchange.
     async fn publish(&self, messages: &[Outbound]) -> Result<()> {
@@ -552,12 +597,19 @@ impl Inner {
             let envelope = &message.envelope;
             // Ordered endpoints hash the routing key: the session id keeps a session in one
             // partition, and the message id spreads messages that have none.
-            let key = || {
-                envelope
-                    .session_id
-                    .clone()
-                    .unwrap_or_else(|| envelope.id.clone())
-            };
+            let key = || routing_key_for(envelope);
+            let delayed = message.delay.is_some_and(|d| !d.is_zero());
+            if let Route::Send(queue) = &message.route
+                && delayed
+                && !self.is_partitioned(queue)
+                && !self.is_known_queue(queue)
+            {
+                // A delayed message waits in a holding queue, which the broker cannot return
+                // for want of its target: the target's kind must be known before it goes.
+                self.resolve_send_target(queue)
+                    .await
+                    .with_context(|| format!("cannot send {}", describe(message)))?;
+            }
             let (mut exchange, mut routing_key, mandatory) = match &message.route {
                 Route::Publish => {
                     let exchange = exchange_for(&envelope.message_type).to_owned();
@@ -613,6 +665,21 @@ impl Inner {
         Ok(returned)
     }
 }
+
+/// The routing key of a message: its session id, or its id if it has none, which an ordered
+/// endpoint's exchange hashes. AMQP caps a routing key at 255 bytes, so a longer session id is
+/// cut at a character boundary: the same id always gives the same key.
+fn routing_key_for(envelope: &Envelope) -> String {
+    let key = envelope.session_id.as_deref().unwrap_or(&envelope.id);
+    let mut end = key.len().min(MAX_ROUTING_KEY);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    key[..end].to_owned()
+}
+
+/// The longest routing key AMQP carries, in bytes.
+const MAX_ROUTING_KEY: usize = 255;
 
 /// A message in errors: its type and id.
 fn describe(message: &Outbound) -> String {
@@ -889,7 +956,9 @@ impl Consumer for AmqpConsumer {
     }
 
     async fn close(&mut self) {
-        if let Some(channel) = self.cancelled.take() {
+        let cancelled = self.cancelled.take();
+        let current = self.current.take().map(|(channel, _)| channel);
+        for channel in cancelled.into_iter().chain(current) {
             close_quietly(channel).await;
         }
     }
@@ -1048,5 +1117,24 @@ async fn unbind_from(
 async fn close_quietly(channel: Channel) {
     if let Err(error) = channel.close(200, "done".into()).await {
         tracing::debug!(%error, "closing a channel");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_routing_key_is_the_session_id_cut_to_what_amqp_carries() {
+        let mut envelope = Envelope::new("urn:message:Test:Ping", "application/msgpack", vec![]);
+        assert_eq!(routing_key_for(&envelope), envelope.id);
+        envelope.session_id = Some("order-7".into());
+        assert_eq!(routing_key_for(&envelope), "order-7");
+        // 200 two-byte characters: 400 bytes, cut to 254 (the 255th byte is mid-character).
+        envelope.session_id = Some("é".repeat(200));
+        let key = routing_key_for(&envelope);
+        assert_eq!(key.len(), 254);
+        assert_eq!(key, "é".repeat(127));
+        assert_eq!(routing_key_for(&envelope.clone()), key);
     }
 }

@@ -148,8 +148,9 @@ pub trait Consumer: Send {
     /// hand over to and does nothing.
     async fn rejoin(&mut self, _pause: Duration) {}
 
-    /// After [`Consumer::cancel`], once every delivery taken is settled or dropped: returns
-    /// what was dropped unsettled to the queue now, not when the connection closes.
+    /// Once every delivery taken is settled or dropped, cancelled or not: ends the consumer,
+    /// returning what was dropped unsettled, and what the broker sent and
+    /// [`Consumer::next`] has not yielded, to the queue now, not when the connection closes.
     async fn close(&mut self) {}
 }
 
