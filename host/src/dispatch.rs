@@ -210,6 +210,7 @@ impl Dispatcher {
                 runner.stop.clone(),
             ));
         }
+        self.retire_if_ordered(&endpoint.queue, shape).await;
         let source = if shape.ordered.is_some() {
             let sequencer = sequencer::Sequencer::new(
                 Arc::clone(&self.session_keys),
@@ -224,7 +225,6 @@ impl Dispatcher {
                 }
                 None => None,
             };
-            self.retire_if_ordered(&endpoint.queue, shape).await;
             partitions::start(
                 self,
                 &runner,
@@ -235,7 +235,6 @@ impl Dispatcher {
             );
             Source::Sequenced(sequencer)
         } else {
-            self.retire_if_ordered(&endpoint.queue, shape).await;
             Source::Feed(Arc::new(Feed {
                 dispatcher: self.clone(),
                 consumer: tokio::sync::Mutex::new(consumers.pop().map(|(_, consumer)| consumer)),

@@ -217,7 +217,7 @@ concurrency = 8
 /// Steps of five keys, ten each; `key-a`'s step 2 fails twice before it succeeds, and
 /// `key-z`'s step 1 fails until it is dead-lettered. Checks that each key stays in order, that
 /// the other keys finish while `key-a` is held, and what reached the error queue.
-async fn a_failing_message_holds_back_its_own_session(host: &Host, client: &Host) -> Sink {
+async fn a_failing_message_holds_back_its_own_session(host: &Host, client: &Host) {
     let mut tap = Tap::new(client, "tap", &[&test_type("Stepped")]).await;
     let keys = ["key-a", "key-b", "key-c", "key-d", "key-z"];
     for seq in 0..10_u64 {
@@ -279,7 +279,6 @@ async fn a_failing_message_holds_back_its_own_session(host: &Host, client: &Host
         1,
         "key-z's step 1 went to the error queue"
     );
-    sink
 }
 
 const HOLDING: &str = r#"

@@ -77,7 +77,6 @@ pub(super) fn start(
     sequencer: Arc<Sequencer>,
     switch: Option<Arc<KillSwitch>>,
 ) {
-    let pumps = Arc::new(AtomicUsize::new(consumers.len()));
     let mut partitions = Vec::with_capacity(consumers.len());
     for (queue, consumer) in consumers {
         let partition = Arc::new(Partition {
@@ -96,14 +95,8 @@ pub(super) fn start(
             switch: switch.clone(),
             stop: runner.stop.clone(),
         };
-        let pumps = Arc::clone(&pumps);
-        runner.tasks.spawn(async move {
-            let sequencer = Arc::clone(&pump.sequencer);
-            pump.run().await;
-            if pumps.fetch_sub(1, Ordering::SeqCst) == 1 {
-                sequencer.close();
-            }
-        });
+        // Each pump closes the sequencer as it ends (see `Pump::run`).
+        runner.tasks.spawn(pump.run());
     }
     if let Some((queue, mut consumer)) = presence {
         // The consumer is this host's presence; nothing is routed to its queue, and anything
