@@ -14,6 +14,9 @@
 //!   message's latency runs from its publish to the arrival of its follow-up at the sink. The
 //!   follow-up is confirmed before the order is acked, so this is publish to ack plus one
 //!   delivery to the sink, the same for both.
+//! - **CPU per message**, at the peak: this process's (the consumer under test, plus the sink)
+//!   and the broker's, if it runs here, from `/proc/<pid>/stat`. On two cores shared with the
+//!   broker, throughput follows it.
 //! - **Rounds**: the full run has three, alternating the variants so that a slow spell of the
 //!   machine falls on both; each figure is the median of the rounds'. The quick run has one.
 //! - **The naive host** (`naive.rs`) is measured at the peak only, beside the other two.
@@ -492,15 +495,34 @@ impl Stage {
     }
 }
 
-/// Messages per second with `messages` orders waiting before the consumer starts.
-async fn peak(variant: Variant, base: &str, messages: u64) -> f64 {
+/// What one peak run measured.
+struct Peak {
+    /// Messages a second.
+    rate: f64,
+    /// CPU time per message, in µs, of this process (the variant's consumer, and the order
+    /// publisher and the sink, which are the same for every variant).
+    process_cpu: f64,
+    /// CPU time per message, in µs, of the broker, if it runs on this machine.
+    broker_cpu: Option<f64>,
+}
+
+/// Throughput with `messages` orders waiting before the consumer starts, and the CPU time it
+/// took, counted from the first follow-up's arrival (the consumer's start-up left out).
+async fn peak(variant: Variant, base: &str, messages: u64, broker: Option<&str>) -> Peak {
     let stage = Stage::new(variant, base, "peak").await;
     let sent = Mutex::default();
     publish_orders(&stage.publisher, 0..messages, None, &sent).await;
     let running = start(variant, &stage.vhost.url).await;
     let count = usize::try_from(messages).unwrap();
+    wait_for(&stage.arrivals, 1, Duration::from_secs(60)).await;
+    let already = stage.arrivals.count();
+    let (process_before, broker_before) = (cpu_seconds("self"), broker.and_then(cpu_seconds));
     wait_for(&stage.arrivals, count, Duration::from_secs(300)).await;
+    let (process_after, broker_after) = (cpu_seconds("self"), broker.and_then(cpu_seconds));
     running.stop().await;
+    let per_message = |before: Option<f64>, after: Option<f64>| {
+        Some((after? - before?) * 1e6 / (count - already) as f64)
+    };
     let rate = {
         let at = stage.arrivals.at.lock().unwrap();
         let first = at.values().min().unwrap();
@@ -508,7 +530,35 @@ async fn peak(variant: Variant, base: &str, messages: u64) -> f64 {
         (messages - 1) as f64 / last.duration_since(*first).as_secs_f64()
     };
     stage.close().await;
-    rate
+    Peak {
+        rate,
+        process_cpu: per_message(process_before, process_after)
+            .expect("this process's CPU time is readable from /proc"),
+        broker_cpu: per_message(broker_before, broker_after),
+    }
+}
+
+/// The CPU time (user and system, in seconds) process `pid` ("self" for this one) has used,
+/// from `/proc/<pid>/stat`, whose clock ticks at 100 Hz on Linux.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<f64>().ok();
+    // utime and stime, fields 14 and 15 of the line, 12 and 13 after the command name.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// The broker's process id if it runs on this machine, as `rabbitmqctl` reports it.
+fn broker_pid() -> Option<String> {
+    let output = Command::new("rabbitmqctl")
+        .args(["eval", "os:getpid()."])
+        .output()
+        .ok()?;
+    let pid = String::from_utf8(output.stdout).ok()?;
+    let pid = pid.trim().trim_matches('"');
+    (output.status.success() && std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .then(|| pid.to_owned())
 }
 
 /// Publish-to-follow-up latencies (µs, sorted) with orders published at `rate` a second.
@@ -559,19 +609,29 @@ pub fn run(quick: bool, base: &str, rows: &mut Vec<Row>) -> Vec<(&'static str, V
         .unwrap();
     runtime.block_on(async {
         let mut curves = Vec::new();
-        let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+        let broker = broker_pid();
+        let variants = [Variant::Native, Variant::Courier, Variant::Naive];
+        let mut peaks: [Vec<Peak>; 3] = Default::default();
         for round in 0..rounds {
-            let variants = [Variant::Native, Variant::Courier, Variant::Naive];
             for (i, variant) in variants.into_iter().enumerate() {
                 eprintln!(
                     "rabbitmq peak throughput, {}: round {} of {rounds} ...",
                     variant.label(),
                     round + 1
                 );
-                rates[i].push(peak(variant, base, messages).await);
+                peaks[i].push(peak(variant, base, messages, broker.as_deref()).await);
             }
         }
-        let [native, courier, naive] = rates.map(median);
+        // Each figure is the median of the rounds', taken alone.
+        let of = |figure: fn(&Peak) -> Option<f64>| {
+            peaks.each_ref().map(|runs| {
+                runs.iter()
+                    .map(figure)
+                    .collect::<Option<Vec<f64>>>()
+                    .map(median)
+            })
+        };
+        let [native, courier, naive] = of(|p| Some(p.rate)).map(Option::unwrap);
         let scenario = format!("rabbitmq, payment, prefetch {}, peak", prefetch());
         for (variant, rate) in [
             (Variant::Native, native),
@@ -585,6 +645,24 @@ pub fn run(quick: bool, base: &str, rows: &mut Vec<Row>) -> Vec<(&'static str, V
                 unit: "msg/s",
                 ratio: rate / native,
             });
+        }
+        for (whose, figures) in [
+            ("this process", of(|p| Some(p.process_cpu))),
+            ("the broker", of(|p| p.broker_cpu)),
+        ] {
+            let [Some(reference), ..] = figures else {
+                continue;
+            };
+            for (variant, figure) in variants.into_iter().zip(figures) {
+                let figure = figure.unwrap_or(f64::NAN);
+                rows.push(Row {
+                    scenario: format!("rabbitmq peak, CPU per message, {whose}"),
+                    variant: variant.label().to_owned(),
+                    value: figure,
+                    unit: "µs",
+                    ratio: figure / reference,
+                });
+            }
         }
         rows.push(Row {
             scenario,
