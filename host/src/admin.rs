@@ -121,6 +121,10 @@ struct PluginView {
     file: String,
     subscriptions: Vec<String>,
     concurrency: u32,
+    /// Whether messages of one session are handled one at a time, in order.
+    ordered: bool,
+    /// For an ordered plugin, the partitions its endpoint is spread over on RabbitMQ.
+    partitions: Option<u16>,
     /// Milliseconds since the Unix epoch.
     loaded_at_ms: u64,
     /// Whether the code was compiled at load or read from the cache.
@@ -141,6 +145,11 @@ impl PluginView {
             file: plugin.path().display().to_string(),
             subscriptions: plugin.info().subscriptions.clone(),
             concurrency: plugin.settings().concurrency,
+            ordered: plugin.settings().ordered,
+            partitions: plugin
+                .settings()
+                .ordered
+                .then_some(plugin.settings().partitions),
             loaded_at_ms: plugin.loaded_at_ms(),
             code: plugin.code_source(),
             handled: plugin.counts().handled(),

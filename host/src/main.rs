@@ -627,8 +627,8 @@ fn list_plugins(admin: &AdminClientArgs, json: bool) -> Result<()> {
     let plugins: Vec<serde_json::Value> =
         serde_json::from_str(&text).context("the admin API answered something else than JSON")?;
     println!(
-        "{:<24} {:<12} {:<14} {:<8} {:>10} {:>9}  LOADED",
-        "NAME", "VERSION", "DIGEST", "CODE", "HANDLED", "FAILURES"
+        "{:<24} {:<12} {:<14} {:<8} {:<10} {:>10} {:>9}  LOADED",
+        "NAME", "VERSION", "DIGEST", "CODE", "ORDER", "HANDLED", "FAILURES"
     );
     for plugin in &plugins {
         let text = |key: &str| plugin[key].as_str().unwrap_or("-").to_owned();
@@ -639,12 +639,18 @@ fn list_plugins(admin: &AdminClientArgs, json: bool) -> Result<()> {
             .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
             .map(|at| at.to_string())
             .unwrap_or_default();
+        // Ordered plugins show their partitions (used on RabbitMQ); the others arrival order.
+        let order = match plugin["partitions"].as_u64() {
+            Some(partitions) if plugin["ordered"] == true => format!("session/{partitions}"),
+            _ => "any".to_owned(),
+        };
         println!(
-            "{:<24} {:<12} {:<14} {:<8} {:>10} {:>9}  {loaded}",
+            "{:<24} {:<12} {:<14} {:<8} {:<10} {:>10} {:>9}  {loaded}",
             text("name"),
             text("version"),
             &digest[..digest.len().min(12)],
             text("code"),
+            order,
             number("handled"),
             number("failures"),
         );

@@ -73,12 +73,37 @@ async fn messages_posted_to_the_api_are_handled() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(plugins[0]["name"], "probe");
     assert_eq!(plugins[0]["digest"].as_str().unwrap().len(), 64);
+    assert_eq!(plugins[0]["ordered"], false);
+    assert_eq!(plugins[0]["partitions"], serde_json::Value::Null);
 
     let ready = router
         .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_plugin_is_listed_with_its_partitions() {
+    let host = host_with(
+        "[plugins.probe]\nordered = true\npartitions = 8\n",
+        &["probe"],
+    )
+    .await;
+    let router = app(AdminState {
+        host,
+        token: None,
+        draining: Arc::new(AtomicBool::new(false)),
+    });
+    let (status, plugins) = call(
+        router,
+        Request::get("/v1/plugins").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(plugins[0]["name"], "probe");
+    assert_eq!(plugins[0]["ordered"], true);
+    assert_eq!(plugins[0]["partitions"], 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

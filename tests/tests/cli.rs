@@ -269,6 +269,10 @@ fn plugins_are_deployed_rolled_back_and_removed_through_the_cli_with_a_token() {
         .find(|l| l.starts_with("stamp "))
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(stamp.contains("2.0.0"), "{listed}");
+    assert!(
+        stamp.split_whitespace().any(|column| column == "any"),
+        "an unordered plugin: {listed}"
+    );
     assert!(listed.lines().any(|l| l.starts_with("probe ")), "{listed}");
 
     let rolled = with_token(&["rollback", "stamp"]);
