@@ -422,3 +422,61 @@ async fn a_fleet_of_three_keeps_every_session_in_order_through_a_kill_and_a_stop
     client.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An endpoint switched between ordered and unordered keeps its old queue or exchange, and
+/// what waits there, but the old shape stops receiving its types, both ways round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_switching_an_endpoint_between_shapes_unbinds_the_old_one() {
+    use courier_host::Transport as _;
+    use courier_host::transport::amqp::AmqpTransport;
+    use courier_host::transport::{Endpoint, Route};
+
+    let vhost = Vhost::new("shapes");
+    let url = vhost.url();
+    let connect = || AmqpTransport::connect(&url, Default::default());
+    let (declaring, counting) = (connect().await.unwrap(), connect().await.unwrap());
+    let types = [test_type("ShapeA"), test_type("ShapeB")];
+    let endpoint = |partitions| Endpoint {
+        queue: "shapes".into(),
+        subscriptions: types.to_vec(),
+        partitions,
+    };
+    let publish = |message_type: &String| Outbound {
+        route: Route::Publish,
+        envelope: courier_host::Envelope::new(message_type, "application/json", b"{}".to_vec()),
+        delay: None,
+    };
+    let plain = vec!["shapes".to_owned()];
+    let partitions = vec!["shapes.0".to_owned(), "shapes.1".to_owned()];
+    let counts = || async {
+        (
+            counting.ready_count(&plain).await.unwrap(),
+            counting.ready_count(&partitions).await.unwrap(),
+        )
+    };
+
+    declaring.declare_endpoint(&endpoint(0)).await.unwrap();
+    declaring.dispatch(vec![publish(&types[0])]).await.unwrap();
+    declaring.declare_endpoint(&endpoint(2)).await.unwrap();
+    declaring
+        .dispatch(vec![publish(&types[0]), publish(&types[1])])
+        .await
+        .unwrap();
+    assert_eq!(
+        counts().await,
+        (1, 2),
+        "ordered now: the plain queue keeps its message and gets no more"
+    );
+    declaring.declare_endpoint(&endpoint(0)).await.unwrap();
+    declaring
+        .dispatch(vec![publish(&types[0]), publish(&types[1])])
+        .await
+        .unwrap();
+    assert_eq!(
+        counts().await,
+        (3, 2),
+        "unordered again: the partitions keep theirs and get no more"
+    );
+    declaring.close().await;
+    counting.close().await;
+}

@@ -322,35 +322,54 @@ impl Inner {
 
     /// An endpoint that was ordered and is not any more, or the other way round, keeps the
     /// queue or exchange of its old shape (and what waits in it) but stops it receiving copies
-    /// of its types. Each unbinding is tried on its own channel, since asking about what does
-    /// not exist closes it.
+    /// of its types. One look finds out whether the old shape exists; asking about what does
+    /// not exist closes the channel, so the usual answer (it does not) costs one channel.
     async fn unbind_other_shape(&self, link: &Link, endpoint: &Endpoint) {
+        if endpoint.subscriptions.is_empty() {
+            return;
+        }
+        let Ok(channel) = link.connection.create_channel().await else {
+            return;
+        };
+        let queue = endpoint.queue.as_str();
+        // The old shape is the queue of an endpoint now ordered, or the exchange of one no
+        // longer ordered.
+        let old_is_exchange = endpoint.partitions == 0;
+        let exists = if old_is_exchange {
+            look_at_exchange(&channel, queue).await.is_ok()
+        } else {
+            look_at_queue(&channel, queue).await.is_ok()
+        };
+        if !exists {
+            close_quietly(channel).await;
+            return;
+        }
+        let mut channel = Some(channel);
         for message_type in &endpoint.subscriptions {
             let exchange = exchange_for(message_type);
-            let Ok(channel) = link.connection.create_channel().await else {
-                return;
+            // A type whose exchange does not exist yet has nothing bound to it, and asking
+            // closes the channel: the next type gets a new one.
+            let current = match channel.take() {
+                Some(current) => current,
+                None => match link.connection.create_channel().await {
+                    Ok(fresh) => fresh,
+                    Err(_) => return,
+                },
             };
-            let queue = endpoint.queue.as_str();
-            // The old shape is the queue of an endpoint now ordered, or the exchange of one
-            // no longer ordered.
-            let old_is_exchange = endpoint.partitions == 0;
-            let exists = if old_is_exchange {
-                look_at_exchange(&channel, queue).await.is_ok()
-            } else {
-                look_at_queue(&channel, queue).await.is_ok()
-            };
-            let unbound = exists
-                && unbind_from(&channel, queue, old_is_exchange, exchange)
-                    .await
-                    .is_ok();
-            if unbound {
+            if unbind_from(&current, queue, old_is_exchange, exchange)
+                .await
+                .is_ok()
+            {
                 tracing::info!(
                     endpoint = queue,
                     exchange,
                     ordered = endpoint.partitions > 0,
                     "unbound the endpoint's former shape from a type it handles"
                 );
+                channel = Some(current);
             }
+        }
+        if let Some(channel) = channel {
             close_quietly(channel).await;
         }
     }
