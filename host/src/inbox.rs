@@ -33,7 +33,6 @@ use std::future::Future;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -238,9 +237,9 @@ struct LogLine<'a> {
 /// (with a warning) any line that does not parse, such as the torn last line of a process
 /// killed mid-write; a torn tail is cut off so that later appends start on a line of their own.
 /// [`seen`](Inbox::seen) is a lookup in memory. [`record`](Inbox::record) appends one line with
-/// a single `write` (on the blocking pool only while a prune holds the log): once it returns, the line is in the page cache, so
-/// the record survives the process being killed (even with SIGKILL) at any moment. It is not
-/// flushed to disk, so a crash of the machine itself may forget the last records; that means a
+/// a single `write`, on the caller's thread (on the blocking pool if a prune or another record
+/// holds the log): once it returns, the line is in the page cache, so the record survives the
+/// process being killed (even with SIGKILL) at any moment. It is not flushed to disk, so a crash of the machine itself may forget the last records; that means a
 /// redelivered duplicate is handled again, never that a message is lost.
 /// [`prune`](Inbox::prune) writes the live entries to `inbox.log.tmp`, flushes it, renames it
 /// over the log atomically and goes on appending to the new file.
@@ -261,9 +260,6 @@ struct FileInner {
     /// Taken before `entries` when both are needed; held by `prune` while it rewrites the log,
     /// so no record is appended to the file being replaced.
     log: Mutex<LogFile>,
-    /// Set while a prune rewrites the log (holding `log`), so records go to the blocking pool
-    /// instead of waiting on an async worker.
-    pruning: AtomicBool,
     /// Holds the advisory lock on `inbox.lock` for as long as the inbox lives.
     _lock: File,
 }
@@ -304,15 +300,19 @@ impl FileInbox {
     /// The line is written on the calling thread: one append of about a hundred bytes to the
     /// page cache (the log is not flushed to disk per record), which costs a few µs. Handing
     /// every record to the blocking pool cost two thread wake-ups per handled message, more
-    /// than the write itself (docs/performance.md). Only while a prune holds the log, which
-    /// may take a while, does the record wait on the blocking pool instead.
+    /// than the write itself (docs/performance.md). Only if the log is held (by a prune,
+    /// which may take a while, or by another record) does the record wait for it on the
+    /// blocking pool, so an async worker never waits for a prune.
     async fn record_at(&self, endpoint: &str, message_id: &str, handled_at_ms: u64) -> Result<()> {
         let key = (endpoint.to_owned(), message_id.to_owned());
-        if !self.inner.pruning.load(Ordering::SeqCst) {
-            // A prune starting between this look and the lock is waited for here; it starts
-            // once an hour, so that is rare, and it is correct either way.
-            return self.inner.record_at(key, handled_at_ms);
-        }
+        let key = match self.inner.log.try_lock() {
+            Ok(log) => return self.inner.append(log, key, handled_at_ms),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                return self.inner.append(poisoned.into_inner(), key, handled_at_ms);
+            }
+            // A prune, or another record, holds the log.
+            Err(std::sync::TryLockError::WouldBlock) => key,
+        };
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || inner.record_at(key, handled_at_ms))
             .await
@@ -402,7 +402,6 @@ impl FileInner {
             log_path,
             retention_ms,
             entries: Mutex::new(entries),
-            pruning: AtomicBool::new(false),
             log: Mutex::new(LogFile {
                 file,
                 lines,
@@ -459,15 +458,6 @@ impl FileInner {
     }
 
     fn prune(&self) -> Result<u64> {
-        /// Clears `pruning` however the prune ends.
-        struct Pruning<'a>(&'a AtomicBool);
-        impl Drop for Pruning<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::SeqCst);
-            }
-        }
-        self.pruning.store(true, Ordering::SeqCst);
-        let _pruning = Pruning(&self.pruning);
         let mut log = lock(&self.log);
         let now = now_ms();
         let (forgotten, live) = {
@@ -1048,17 +1038,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inbox = file_inbox(dir.path()).await;
         // A prune in progress on another thread, as `prune` runs on the blocking pool: the
-        // flag set and the log held until the test lets go (or five seconds pass).
+        // log held until the test lets go (or five seconds pass).
         let (locked_tx, locked) = std::sync::mpsc::channel();
         let (release, release_rx) = std::sync::mpsc::channel::<()>();
         let inner = Arc::clone(&inbox.inner);
         let pruner = std::thread::spawn(move || {
-            inner.pruning.store(true, Ordering::SeqCst);
             let log = lock(&inner.log);
             locked_tx.send(()).unwrap();
             let _ = release_rx.recv_timeout(Duration::from_secs(5));
             drop(log);
-            inner.pruning.store(false, Ordering::SeqCst);
         });
         locked.recv().unwrap();
 

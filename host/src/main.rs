@@ -627,7 +627,7 @@ fn list_plugins(admin: &AdminClientArgs, json: bool) -> Result<()> {
     let plugins: Vec<serde_json::Value> =
         serde_json::from_str(&text).context("the admin API answered something else than JSON")?;
     println!(
-        "{:<24} {:<12} {:<14} {:<8} {:<10} {:>10} {:>9}  LOADED",
+        "{:<24} {:<12} {:<14} {:<8} {:<11} {:>10} {:>9}  LOADED",
         "NAME", "VERSION", "DIGEST", "CODE", "ORDER", "HANDLED", "FAILURES"
     );
     for plugin in &plugins {
@@ -639,23 +639,29 @@ fn list_plugins(admin: &AdminClientArgs, json: bool) -> Result<()> {
             .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
             .map(|at| at.to_string())
             .unwrap_or_default();
-        // Ordered plugins show their partitions (used on RabbitMQ); the others arrival order.
-        let order = match plugin["partitions"].as_u64() {
-            Some(partitions) if plugin["ordered"] == true => format!("session/{partitions}"),
-            _ => "any".to_owned(),
-        };
         println!(
-            "{:<24} {:<12} {:<14} {:<8} {:<10} {:>10} {:>9}  {loaded}",
+            "{:<24} {:<12} {:<14} {:<8} {:<11} {:>10} {:>9}  {loaded}",
             text("name"),
             text("version"),
             &digest[..digest.len().min(12)],
             text("code"),
-            order,
+            order_column(plugin),
             number("handled"),
             number("failures"),
         );
     }
     Ok(())
+}
+
+/// The ORDER column of `courier plugins`: `session/N` for a plugin ordered by session over N
+/// partitions (on RabbitMQ), `any` for one with no ordering guarantee, `-` if the host does
+/// not say.
+fn order_column(plugin: &serde_json::Value) -> String {
+    match (plugin["ordered"].as_bool(), plugin["partitions"].as_u64()) {
+        (Some(true), Some(partitions)) => format!("session/{partitions}"),
+        (Some(false), _) => "any".to_owned(),
+        _ => "-".to_owned(),
+    }
 }
 
 fn deploy(admin: &AdminClientArgs, file: &Path, name: Option<&str>) -> Result<()> {
@@ -837,4 +843,21 @@ fn inspect_file(file: &Path, json: bool) -> Result<()> {
         print!("{inspection}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_column;
+    use serde_json::json;
+
+    #[test]
+    fn the_order_column_names_partitions_or_no_guarantee() {
+        let ordered = json!({"ordered": true, "partitions": 256});
+        assert_eq!(order_column(&ordered), "session/256");
+        assert_eq!(
+            order_column(&json!({"ordered": false, "partitions": null})),
+            "any"
+        );
+        assert_eq!(order_column(&json!({"name": "from an older host"})), "-");
+    }
 }

@@ -26,6 +26,15 @@ async fn call(router: axum::Router, request: Request<Body>) -> (StatusCode, serd
     )
 }
 
+/// The admin API of `host`, with no token and not draining.
+fn open_router(host: Arc<courier_host::Host>) -> axum::Router {
+    app(AdminState {
+        host,
+        token: None,
+        draining: Arc::new(AtomicBool::new(false)),
+    })
+}
+
 fn post_message(body: &serde_json::Value, token: Option<&str>) -> Request<Body> {
     let mut request =
         Request::post("/v1/messages").header(header::CONTENT_TYPE, "application/json");
@@ -39,11 +48,7 @@ fn post_message(body: &serde_json::Value, token: Option<&str>) -> Request<Body> 
 async fn messages_posted_to_the_api_are_handled() {
     let host = host_with("", &["probe"]).await;
     let mut tap = Tap::new(&host, "tap", &[&test_type("Pong")]).await;
-    let router = app(AdminState {
-        host: Arc::clone(&host),
-        token: None,
-        draining: Arc::new(AtomicBool::new(false)),
-    });
+    let router = open_router(Arc::clone(&host));
 
     let (status, body) = call(
         router.clone(),
@@ -90,11 +95,7 @@ async fn an_ordered_plugin_is_listed_with_its_partitions() {
         &["probe"],
     )
     .await;
-    let router = app(AdminState {
-        host,
-        token: None,
-        draining: Arc::new(AtomicBool::new(false)),
-    });
+    let router = open_router(host);
     let (status, plugins) = call(
         router,
         Request::get("/v1/plugins").body(Body::empty()).unwrap(),
@@ -176,11 +177,7 @@ async fn metrics_move_as_messages_flow() {
         &["probe"],
     )
     .await;
-    let router = app(AdminState {
-        host: Arc::clone(&host),
-        token: None,
-        draining: Arc::new(AtomicBool::new(false)),
-    });
+    let router = open_router(Arc::clone(&host));
     let before = scrape(&router).await;
     assert_eq!(sample(&before, "courier_in_flight"), 0.0);
     assert_eq!(sample(&before, "courier_broker_connected"), 1.0);

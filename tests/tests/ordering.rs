@@ -455,23 +455,25 @@ async fn on_rabbitmq_switching_an_endpoint_between_shapes_unbinds_the_old_one() 
         )
     };
 
-    declaring.declare_endpoint(&endpoint(0)).await.unwrap();
-    declaring.dispatch(vec![publish(&types[0])]).await.unwrap();
-    declaring.declare_endpoint(&endpoint(2)).await.unwrap();
-    declaring
-        .dispatch(vec![publish(&types[0]), publish(&types[1])])
-        .await
-        .unwrap();
+    // Declares the endpoint in a shape, then publishes one message of the types given.
+    let declare_then_publish = |partitions, types: &[String]| {
+        let messages: Vec<Outbound> = types.iter().map(publish).collect();
+        let declaring = &declaring;
+        let endpoint = endpoint(partitions);
+        async move {
+            declaring.declare_endpoint(&endpoint).await.unwrap();
+            declaring.dispatch(messages).await.unwrap();
+        }
+    };
+
+    declare_then_publish(0, &types[..1]).await;
+    declare_then_publish(2, &types).await;
     assert_eq!(
         counts().await,
         (1, 2),
         "ordered now: the plain queue keeps its message and gets no more"
     );
-    declaring.declare_endpoint(&endpoint(0)).await.unwrap();
-    declaring
-        .dispatch(vec![publish(&types[0]), publish(&types[1])])
-        .await
-        .unwrap();
+    declare_then_publish(0, &types).await;
     assert_eq!(
         counts().await,
         (3, 2),

@@ -97,7 +97,8 @@ impl Drop for Vhost {
     }
 }
 
-fn rabbitmqctl(args: &[&str]) {
+/// Runs `rabbitmqctl`, which must succeed; returns what it printed.
+fn rabbitmqctl(args: &[&str]) -> String {
     let output = Command::new("rabbitmqctl")
         .args(args)
         .output()
@@ -107,6 +108,7 @@ fn rabbitmqctl(args: &[&str]) {
         "rabbitmqctl {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -499,8 +501,8 @@ impl Stage {
 struct Peak {
     /// Messages a second.
     rate: f64,
-    /// CPU time per message, in µs, of this process (the variant's consumer, and the order
-    /// publisher and the sink, which are the same for every variant).
+    /// CPU time per message, in µs, of this process: the variant's consumer, and the sink,
+    /// which is the same for every variant (the orders were all published before).
     process_cpu: f64,
     /// CPU time per message, in µs, of the broker, if it runs on this machine.
     broker_cpu: Option<f64>,
@@ -549,16 +551,14 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
-/// The broker's process id if it runs on this machine, as `rabbitmqctl` reports it.
+/// The broker's process id if it runs on this machine: the id `rabbitmqctl` reports, if a
+/// process of this machine with that id is an Erlang VM (a broker in a container reports an
+/// id of its own namespace).
 fn broker_pid() -> Option<String> {
-    let output = Command::new("rabbitmqctl")
-        .args(["eval", "os:getpid()."])
-        .output()
-        .ok()?;
-    let pid = String::from_utf8(output.stdout).ok()?;
-    let pid = pid.trim().trim_matches('"');
-    (output.status.success() && std::path::Path::new(&format!("/proc/{pid}")).exists())
-        .then(|| pid.to_owned())
+    let answer = rabbitmqctl(&["eval", "os:getpid()."]);
+    let pid = answer.trim().trim_matches('"');
+    let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    command.starts_with("beam").then(|| pid.to_owned())
 }
 
 /// Publish-to-follow-up latencies (µs, sorted) with orders published at `rate` a second.

@@ -367,6 +367,8 @@ impl Inner {
                     "unbound the endpoint's former shape from a type it handles"
                 );
                 channel = Some(current);
+            } else {
+                close_quietly(current).await;
             }
         }
         if let Some(channel) = channel {
@@ -450,10 +452,19 @@ impl Inner {
             )
             .await?;
         }
-        self.unbind_other_shape(link, endpoint).await;
+        // The new shape is bound before the old one is unbound, so that no message of the
+        // endpoint's types is routed nowhere in between.
         if endpoint.partitions > 0 {
-            return self.declare_partitioned(link, endpoint).await;
+            self.declare_partitioned(link, endpoint).await?;
+        } else {
+            self.declare_plain(link, endpoint).await?;
         }
+        self.unbind_other_shape(link, endpoint).await;
+        Ok(())
+    }
+
+    /// An endpoint with one input queue, bound to the types' exchanges.
+    async fn declare_plain(&self, link: &Link, endpoint: &Endpoint) -> Result<()> {
         // No longer ordered, if it was: sends go to its queue again.
         self.partitioned
             .lock()
