@@ -239,8 +239,9 @@ struct LogLine<'a> {
 /// [`seen`](Inbox::seen) is a lookup in memory. [`record`](Inbox::record) appends one line with
 /// a single `write`, on the caller's thread (on the blocking pool if a prune or another record
 /// holds the log): once it returns, the line is in the page cache, so the record survives the
-/// process being killed (even with SIGKILL) at any moment. It is not flushed to disk, so a crash of the machine itself may forget the last records; that means a
-/// redelivered duplicate is handled again, never that a message is lost.
+/// process being killed (even with SIGKILL) at any moment. It is not flushed to disk, so a
+/// crash of the machine itself may forget the last records; that means a redelivered
+/// duplicate is handled again, never that a message is lost.
 /// [`prune`](Inbox::prune) writes the live entries to `inbox.log.tmp`, flushes it, renames it
 /// over the log atomically and goes on appending to the new file.
 ///
