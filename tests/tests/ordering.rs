@@ -428,7 +428,7 @@ async fn a_fleet_of_three_keeps_every_session_in_order_through_a_kill_and_a_stop
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_rabbitmq_switching_an_endpoint_between_shapes_unbinds_the_old_one() {
     use courier_host::Transport as _;
-    use courier_host::transport::amqp::AmqpTransport;
+    use courier_host::transport::amqp::{AmqpTransport, partition_queues};
     use courier_host::transport::{Endpoint, Route};
 
     let vhost = Vhost::new("shapes");
@@ -447,7 +447,7 @@ async fn on_rabbitmq_switching_an_endpoint_between_shapes_unbinds_the_old_one() 
         delay: None,
     };
     let plain = vec!["shapes".to_owned()];
-    let partitions = vec!["shapes.0".to_owned(), "shapes.1".to_owned()];
+    let partitions = partition_queues("shapes", 2);
     let counts = || async {
         (
             counting.ready_count(&plain).await.unwrap(),

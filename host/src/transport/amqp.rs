@@ -344,36 +344,21 @@ impl Inner {
             close_quietly(channel).await;
             return;
         }
-        let mut channel = Some(channel);
+        // The types' exchanges exist: the new shape was just bound to each of them.
         for message_type in &endpoint.subscriptions {
             let exchange = exchange_for(message_type);
-            // A type whose exchange does not exist yet has nothing bound to it, and asking
-            // closes the channel: the next type gets a new one.
-            let current = match channel.take() {
-                Some(current) => current,
-                None => match link.connection.create_channel().await {
-                    Ok(fresh) => fresh,
-                    Err(_) => return,
-                },
-            };
-            if unbind_from(&current, queue, old_is_exchange, exchange)
-                .await
-                .is_ok()
-            {
-                tracing::info!(
-                    endpoint = queue,
-                    exchange,
-                    ordered = endpoint.partitions > 0,
-                    "unbound the endpoint's former shape from a type it handles"
-                );
-                channel = Some(current);
-            } else {
-                close_quietly(current).await;
+            if let Err(error) = unbind_from(&channel, queue, old_is_exchange, exchange).await {
+                tracing::warn!(endpoint = queue, exchange, %error, "cannot unbind the endpoint's former shape");
+                break;
             }
+            tracing::info!(
+                endpoint = queue,
+                exchange,
+                ordered = endpoint.partitions > 0,
+                "unbound the endpoint's former shape from a type it handles"
+            );
         }
-        if let Some(channel) = channel {
-            close_quietly(channel).await;
-        }
+        close_quietly(channel).await;
     }
 
     /// An ordered endpoint: its consistent-hash exchange, bound to the types' exchanges, and
