@@ -56,12 +56,32 @@ impl ContentType {
         }
     }
 
-    /// Decodes a value from this content type.
+    /// Decodes a value from this content type. The error names the field that did not
+    /// decode, e.g. "field `lines[0].quantity`: invalid type: string, expected u32".
     pub fn decode<T: DeserializeOwned>(self, body: &[u8]) -> Result<T, String> {
         match self {
-            ContentType::MessagePack => rmp_serde::from_slice(body).map_err(|e| e.to_string()),
-            ContentType::Json => serde_json::from_slice(body).map_err(|e| e.to_string()),
+            ContentType::MessagePack => {
+                let mut reader = rmp_serde::Deserializer::from_read_ref(body);
+                serde_path_to_error::deserialize(&mut reader).map_err(|e| at_path(&e))
+            }
+            ContentType::Json => {
+                let mut reader = serde_json::Deserializer::from_slice(body);
+                let value =
+                    serde_path_to_error::deserialize(&mut reader).map_err(|e| at_path(&e))?;
+                reader.end().map_err(|e| e.to_string())?;
+                Ok(value)
+            }
         }
+    }
+}
+
+/// A decoding error with the path of the field it happened in, when it is not the body itself.
+fn at_path<E: std::fmt::Display>(error: &serde_path_to_error::Error<E>) -> String {
+    let path = error.path().to_string();
+    if path == "." {
+        error.inner().to_string()
+    } else {
+        format!("field `{path}`: {}", error.inner())
     }
 }
 
@@ -113,6 +133,25 @@ mod tests {
             Some(ContentType::MessagePack)
         );
         assert_eq!(ContentType::from_mime("text/plain"), None);
+    }
+
+    #[test]
+    fn a_field_that_does_not_decode_is_named_by_its_path() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code, reason = "only decoded")]
+        struct Outer {
+            lines: Vec<Sample>,
+        }
+        for ct in [ContentType::MessagePack, ContentType::Json] {
+            let body = ct
+                .encode(&serde_json::json!({"lines": [{"order_id": "o", "amount_cents": "x"}]}))
+                .unwrap();
+            let error = ct.decode::<Outer>(&body).unwrap_err();
+            assert!(
+                error.starts_with("field `lines[0].amount_cents`: "),
+                "{ct:?}: {error}"
+            );
+        }
     }
 
     #[test]
