@@ -22,13 +22,32 @@ use serde::de::DeserializeOwned;
 /// How long a test waits for a message before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The compiled plugin `name` (`probe`, `payment`, …).
+/// The compiled plugin `name` (`probe`, `payment`, …), or `<language>/<name>` for a plugin
+/// in another language (`python/inventory`, `js/shipping`).
 pub fn plugin_file(name: &str) -> PathBuf {
+    if let Some((language, name)) = name.split_once('/') {
+        return polyglot_plugin_file(language, name);
+    }
     let dir = std::env::var_os("COURIER_PLUGIN_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release"),
         PathBuf::from,
     );
     let file = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        file.is_file(),
+        "{} is missing: build the plugins first with `cargo xtask plugins` (or run the tests with `cargo xtask test`)",
+        file.display()
+    );
+    file
+}
+
+/// The compiled Python or JavaScript plugin `name` (`language` is `python` or `js`), built
+/// by `cargo xtask plugins` into `target/polyglot/<language>/`.
+pub fn polyglot_plugin_file(language: &str, name: &str) -> PathBuf {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/polyglot")
+        .join(language)
+        .join(format!("{name}.wasm"));
     assert!(
         file.is_file(),
         "{} is missing: build the plugins first with `cargo xtask plugins` (or run the tests with `cargo xtask test`)",

@@ -1,4 +1,5 @@
-//! The order flow (seed 004) end to end on the embedded broker, with the demo's data.
+//! The order flow (seed 004) end to end on the embedded broker, with the demo's data: the
+//! Rust plugins, and the same flow with steps written in Python and JavaScript.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,12 +24,35 @@ const TERMINAL: [&str; 3] = ["OrderShipped", "PaymentFailed", "StockReservationF
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_order_ends_exactly_once_in_the_conversation_it_started() {
+    let outcomes = order_flow(&["payment", "inventory", "shipping", "notification"]).await;
+    // The demo data has orders of each kind; the rules decide which.
+    assert_eq!(
+        outcomes["order-005"].0, "PaymentFailed",
+        "over the payment limit"
+    );
+    assert_eq!(
+        outcomes["order-015"].0, "StockReservationFailed",
+        "DOODAD is not stocked"
+    );
+    assert_eq!(outcomes["order-001"].0, "OrderShipped");
+}
+
+/// Inventory in Python and shipping in JavaScript, beside payment and notification in Rust:
+/// every order ends as it does with the Rust plugins alone, down to its tracking number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_polyglot_order_flow_ends_every_order_as_the_rust_one_does() {
+    let rust = order_flow(&["payment", "inventory", "shipping", "notification"]).await;
+    let polyglot =
+        order_flow(&["payment", "python/inventory", "js/shipping", "notification"]).await;
+    assert_eq!(polyglot, rust);
+}
+
+/// Runs the demo's orders through `plugins` on the embedded broker and checks that each
+/// ends once, in its own conversation, and that the counts add up; returns how each order
+/// ended: order id → (final message type's short name, its body).
+async fn order_flow(plugins: &[&str]) -> BTreeMap<String, (&'static str, serde_json::Value)> {
     let config = std::fs::read_to_string(repo("demo/courier.toml")).unwrap();
-    let host = host_with(
-        &config,
-        &["payment", "inventory", "shipping", "notification"],
-    )
-    .await;
+    let host = host_with(&config, plugins).await;
     let types: Vec<String> = TERMINAL
         .iter()
         .map(|t| format!("urn:message:Orders:{t}"))
@@ -48,20 +72,23 @@ async fn every_order_ends_exactly_once_in_the_conversation_it_started() {
         conversations.insert(id, order_id);
     }
 
-    let mut outcomes: BTreeMap<String, &str> = BTreeMap::new();
+    let mut outcomes = BTreeMap::new();
     for _ in 0..orders.len() {
         let end = tap.next().await;
         let order_id = conversations
             .get(&end.conversation_id)
             .unwrap_or_else(|| panic!("{} ended outside any order's conversation", end.id));
-        assert_eq!(body_json(&end)["order_id"], order_id.as_str());
+        let body = body_json(&end);
+        assert_eq!(body["order_id"], order_id.as_str());
         assert_eq!(end.correlation_id.as_deref(), Some(order_id.as_str()));
         let outcome = TERMINAL
             .iter()
             .find(|t| end.message_type.ends_with(*t))
             .unwrap();
         assert!(
-            outcomes.insert(order_id.clone(), outcome).is_none(),
+            outcomes
+                .insert(order_id.clone(), (*outcome, body))
+                .is_none(),
             "{order_id} ended twice"
         );
     }
@@ -70,16 +97,6 @@ async fn every_order_ends_exactly_once_in_the_conversation_it_started() {
         .await
         .unwrap();
 
-    // The demo data has orders of each kind; the rules decide which.
-    assert_eq!(
-        outcomes["order-005"], "PaymentFailed",
-        "over the payment limit"
-    );
-    assert_eq!(
-        outcomes["order-015"], "StockReservationFailed",
-        "DOODAD is not stocked"
-    );
-    assert_eq!(outcomes["order-001"], "OrderShipped");
     let summary = host.summary();
     assert_orders_add_up(&summary, orders.len());
     let count = |t: &str| summary.of(&format!("urn:message:Orders:{t}")).published;
@@ -99,4 +116,5 @@ async fn every_order_ends_exactly_once_in_the_conversation_it_started() {
         "OrderShipped",
     ];
     assert_eq!(notified, events.iter().map(|t| count(t)).sum::<u64>());
+    outcomes
 }

@@ -1,5 +1,11 @@
 //! Courier on the real RabbitMQ of this machine. Each test runs in a virtual host of its own,
 //! deleted afterwards.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed expectation stops the test with its message"
+)]
 
 use std::time::{Duration, Instant};
 
@@ -11,18 +17,35 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 
+/// The order flow over RabbitMQ, with the Rust plugins and then with inventory in Python and
+/// shipping in JavaScript: every order ends once, and each ends the same way in both runs,
+/// down to its tracking number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_order_flow_runs_over_rabbitmq() {
-    let vhost = Vhost::new("order-flow");
-    let config =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../demo/courier.toml"))
-            .unwrap();
-    let host = amqp_host_with(
-        &vhost,
-        &config,
+async fn the_order_flow_runs_over_rabbitmq_in_rust_and_in_three_languages() {
+    let rust = order_flow_over_rabbitmq(
+        "order-flow",
         &["payment", "inventory", "shipping", "notification"],
     )
     .await;
+    let polyglot = order_flow_over_rabbitmq(
+        "order-flow-polyglot",
+        &["payment", "python/inventory", "js/shipping", "notification"],
+    )
+    .await;
+    assert_eq!(polyglot, rust);
+}
+
+/// Runs the demo's orders through the plugins on a virtual host of their own; returns how
+/// each order ended: order id → (final message type, its body).
+async fn order_flow_over_rabbitmq(
+    test: &str,
+    plugins: &[&str],
+) -> std::collections::BTreeMap<String, (String, serde_json::Value)> {
+    let vhost = Vhost::new(test);
+    let config =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../demo/courier.toml"))
+            .unwrap();
+    let host = amqp_host_with(&vhost, &config, plugins).await;
     let ends = ["OrderShipped", "PaymentFailed", "StockReservationFailed"]
         .map(|t| format!("urn:message:Orders:{t}"));
     let mut tap = Tap::new(
@@ -38,11 +61,13 @@ async fn the_order_flow_runs_over_rabbitmq() {
     for order in &orders {
         host.submit(order.clone(), "test").await.unwrap();
     }
-    let mut ended = std::collections::BTreeSet::new();
+    let mut ended = std::collections::BTreeMap::new();
     for _ in 0..orders.len() {
         let end = tap.next().await;
+        let body = body_json(&end);
+        let order_id = body["order_id"].as_str().unwrap().to_owned();
         assert!(
-            ended.insert(body_json(&end)["order_id"].as_str().unwrap().to_owned()),
+            ended.insert(order_id, (end.message_type, body)).is_none(),
             "an order ended twice"
         );
     }
@@ -53,6 +78,7 @@ async fn the_order_flow_runs_over_rabbitmq() {
     let summary = host.summary();
     assert_orders_add_up(&summary, orders.len());
     host.shutdown().await;
+    ended
 }
 
 /// Every envelope field crosses the broker and comes back as it was sent.

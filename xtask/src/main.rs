@@ -1,7 +1,9 @@
 //! `cargo xtask <task>`: the repository's build steps, so the README and CI say one command.
 //!
-//! - `plugins` builds every plugin and test fixture in `plugins/` for `wasm32-wasip2`.
-//! - `demo` builds the plugins and the host, and runs the order flow on the embedded broker.
+//! - `plugins` builds every plugin and test fixture in `plugins/`: the Rust ones for
+//!   `wasm32-wasip2`, the Python and JavaScript ones with their toolchains (`polyglot`).
+//! - `demo` builds the plugins and the host, and runs the order flow on the embedded broker
+//!   (`--polyglot`: with the inventory step in Python and the shipping step in JavaScript).
 //! - `test` builds the plugins and the `courier` binary, then runs every test of the workspace.
 //! - `bench` builds the plugins, then runs the benchmark harness (`--quick` for a smoke run).
 
@@ -10,8 +12,13 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
+mod polyglot;
+
 /// The order-flow plugins the demo deploys.
 const ORDER_FLOW: [&str; 4] = ["payment", "inventory", "shipping", "notification"];
+
+/// The steps `demo --polyglot` takes from another language: (plugin, language).
+const POLYGLOT: [(&str, &str); 2] = [("inventory", "python"), ("shipping", "js")];
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -27,6 +34,7 @@ fn main() -> Result<()> {
         }
         "test" => {
             build_plugins(&root)?;
+            polyglot::unit_tests(&root)?;
             // The process-level tests run the `courier` binary itself.
             cargo(&root, &["build", "-p", "courier-host", "--bin", "courier"])?;
             cargo(
@@ -98,7 +106,8 @@ fn ensure_wasm_target(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds `plugins/` (its own workspace) into the shared `target/`.
+/// Builds `plugins/` (its own workspace) into the shared `target/`, then the Python and
+/// JavaScript plugins.
 fn build_plugins(root: &Path) -> Result<()> {
     ensure_wasm_target(root)?;
     eprintln!("building plugins for wasm32-wasip2 ...");
@@ -114,10 +123,17 @@ fn build_plugins(root: &Path) -> Result<()> {
             "--target-dir",
             target_dir,
         ],
-    )
+    )?;
+    polyglot::build(root)
 }
 
-fn demo(root: &Path, extra: &[String]) -> Result<()> {
+fn demo(root: &Path, args: &[String]) -> Result<()> {
+    let polyglot = args.iter().any(|arg| arg == "--polyglot");
+    let extra: Vec<String> = args
+        .iter()
+        .filter(|arg| *arg != "--polyglot")
+        .cloned()
+        .collect();
     let built = root.join("target/wasm32-wasip2/release");
     let stage = root.join("target/courier-demo");
     let plugins = stage.join("plugins");
@@ -127,8 +143,20 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
     std::fs::create_dir_all(&plugins).context("cannot create the demo's plugins directory")?;
     for name in ORDER_FLOW {
         let file = format!("{name}.wasm");
-        std::fs::copy(built.join(&file), plugins.join(&file))
-            .with_context(|| format!("cannot stage {file}"))?;
+        let source = match POLYGLOT.iter().find(|(step, _)| *step == name) {
+            Some((_, language)) if polyglot => {
+                // The sidecar settings (instance reuse) travel with the component.
+                let sidecar = polyglot::plugin_file(root, language, name).with_extension("toml");
+                if sidecar.is_file() {
+                    std::fs::copy(&sidecar, plugins.join(format!("{name}.toml")))
+                        .with_context(|| format!("cannot stage {}", sidecar.display()))?;
+                }
+                polyglot::plugin_file(root, language, name)
+            }
+            _ => built.join(&file),
+        };
+        std::fs::copy(&source, plugins.join(&file))
+            .with_context(|| format!("cannot stage {}", source.display()))?;
     }
     let summary = stage.join("summary.json");
     let path = |p: &Path| p.to_string_lossy().into_owned();
@@ -149,7 +177,7 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
         path(&summary),
         "--exit-when-idle".to_owned(),
     ];
-    run.extend(extra.iter().cloned());
+    run.extend(extra);
     cargo(root, &strs(&run))?;
     order_flow_check(&summary)
 }
