@@ -46,7 +46,7 @@ use crate::config::ExpiredPolicy;
 use crate::envelope::{is_known_content_type, now_ms};
 use crate::inbox::Inbox;
 use crate::killswitch::{Admission, KillSwitch, KillSwitchConfig};
-use crate::plugin::Plugin;
+use crate::plugin::{Outcome, Plugin};
 use crate::recoverability::{self, Decision, FIRST_FAILURE_HEADER, FaultSource};
 use crate::registry::PluginSlot;
 use crate::session::{self, SessionKeyRule};
@@ -754,8 +754,12 @@ impl Dispatcher {
         }
     }
 
-    /// Releases the outbox, and acks once the broker holds all of it. If the broker refuses,
-    /// the message is delivered again; its follow-ups keep their ids, so duplicates can be told.
+    /// Releases the outbox, and acks once the broker holds all of it. If the broker refuses
+    /// (it is unreachable, or a command's endpoint does not exist), the attempt counts as failed
+    /// under the plugin's retry policy: the message is delivered again, at once or after a
+    /// delay, and goes to the error queue once the policy gives up, so a handler that sends to
+    /// an endpoint that does not exist cannot keep its message circling. Redelivered, it
+    /// publishes the same ids, so the follow-ups the broker did take can be told apart.
     async fn complete(
         &self,
         plugin: &Plugin,
@@ -771,10 +775,28 @@ impl Dispatcher {
             .map(|m| m.envelope.message_type.clone())
             .collect();
         if let Err(error) = self.transport.dispatch(outbox).await {
-            let error = format!("{error:#}");
+            let error = format!("the broker did not take the follow-ups: {error:#}");
+            let attempt = delivery.envelope.attempt;
+            let failed = Outcome::Retry(error.clone());
+            let delay = match recoverability::decide(&failed, attempt, &plugin.settings().retry) {
+                Decision::DeadLetter { reason, error } => {
+                    tracing::error!(
+                        attempt,
+                        error,
+                        "the follow-ups could not be released; giving up"
+                    );
+                    return self
+                        .dead_letter(plugin, queue, delivery, DeadLetter::Error, reason, &error)
+                        .await;
+                }
+                Decision::Redeliver { delay, .. } => Some(delay),
+                Decision::RetryNow { .. } | Decision::Complete => None,
+            };
             tracing::error!(
+                attempt,
                 error,
-                "the broker did not take the follow-ups; the message will be delivered again"
+                redeliver_in_ms = delay.map_or(0, |d| d.as_millis() as u64),
+                "the follow-ups could not be released; the message will be delivered again"
             );
             telemetry::record_outcome("requeued", Some(&error));
             self.stats.record(
@@ -782,7 +804,7 @@ impl Dispatcher {
                 Some(plugin.label()),
                 Event::Retried,
             );
-            return self.requeue(delivery, None).await;
+            return self.requeue(delivery, delay).await;
         }
         for message_type in &published {
             self.stats.record(message_type, None, Event::Published);

@@ -3,6 +3,7 @@
 //! | outcome                          | action                                              |
 //! |----------------------------------|-----------------------------------------------------|
 //! | `Ok`                             | release the outbox, then ack                        |
+//! | `Ok`, but the broker refuses the outbox (unreachable, no such endpoint) | a failed attempt under the [`RetryPolicy`], as for `Err(retry)` |
 //! | `Err(retry)` or a trap           | the plugin's [`RetryPolicy`]: immediate retries on fresh instances, then redeliveries held by the broker, then the error queue and one fault event |
 //! | `Err(reject)`                    | the error queue at once                             |
 //! | no handler for the type          | `<queue>_skipped`                                   |

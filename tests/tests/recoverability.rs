@@ -135,6 +135,47 @@ async fn on_rabbitmq_a_rejected_message_is_not_retried() {
     a_rejected_message_is_not_retried(amqp_host_with(&vhost, POLICY, &["probe"]).await).await;
 }
 
+/// The `conformance` plugin's `Echo` handler sends a command to `conformance-sink`; here no
+/// such queue exists, so the broker refuses the follow-up every time. Each refusal counts as a
+/// failed attempt: the message goes round the retry policy once, then to the error queue with
+/// the reason, instead of circling for ever.
+async fn a_follow_up_the_broker_refuses_fails_the_attempt(host: Arc<Host>) {
+    let mut errors = Tap::attach(&host, "conformance_error").await;
+    let echo = json!({"text": "t", "count": 1, "tags": [], "nested": {"flag": true, "ratio": 1.0}});
+    let id = publish(&host, "urn:message:Conformance:Echo", echo).await;
+    let failed = errors.next().await;
+    assert_eq!(failed.id, id);
+    assert_eq!(failed.attempt, 4, "(1 + 1 immediate) x (1 + 1 redelivery)");
+    assert_eq!(failed.header(headers::REASON), Some("retries-exhausted"));
+    let error = failed.header(headers::MESSAGE).unwrap();
+    assert!(
+        error.contains("no queue named `conformance-sink`"),
+        "{error}"
+    );
+    errors.expect_nothing(Duration::from_millis(300)).await;
+    let handled = host.summary().of("urn:message:Conformance:Echo").handled;
+    assert_eq!(
+        handled, 0,
+        "a message whose follow-ups did not get out is not handled"
+    );
+}
+
+const REFUSED_POLICY: &str =
+    "[plugins.conformance]\nimmediate_retries = 1\nredelivery_delays_ms = [200]";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_embedded_broker_a_follow_up_the_broker_refuses_fails_the_attempt() {
+    let host = host_with(REFUSED_POLICY, &["conformance"]).await;
+    a_follow_up_the_broker_refuses_fails_the_attempt(host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_a_follow_up_the_broker_refuses_fails_the_attempt() {
+    let vhost = Vhost::new("refused-follow-up");
+    let host = amqp_host_with(&vhost, REFUSED_POLICY, &["conformance"]).await;
+    a_follow_up_the_broker_refuses_fails_the_attempt(host).await;
+}
+
 /// The broker holds a message between attempts, and its attempt travels in its headers: a
 /// host that stops while the message waits, and a new one that starts, go on counting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
