@@ -19,13 +19,21 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, Result, bail};
 
-/// Builds every Python and JavaScript plugin that is out of date.
+/// Builds every Python and JavaScript plugin that is out of date, and puts every plugin's
+/// sidecar settings beside its component.
 pub fn build(root: &Path) -> Result<()> {
     let out = root.join("target/polyglot");
     let python = python_plugins(root)?;
     let js = js_plugins(root)?;
-    let python_pending = out_of_date(root, &python, &out.join("python"), &python_inputs(root))?;
-    let js_pending = out_of_date(root, &js, &out.join("js"), &js_inputs(root))?;
+    let python_pending = out_of_date(&python, &out.join("python"), &python_inputs(root));
+    let js_pending = out_of_date(&js, &out.join("js"), &js_inputs(root));
+    for (language, names) in [("python", &python), ("js", &js)] {
+        let dir = out.join(language);
+        std::fs::create_dir_all(&dir)?;
+        for name in names {
+            copy_sidecar(&root.join("plugins").join(language).join(name), &dir, name)?;
+        }
+    }
     if python_pending.is_empty() && js_pending.is_empty() {
         return Ok(());
     }
@@ -50,12 +58,20 @@ pub fn build(root: &Path) -> Result<()> {
         if running.is_empty() {
             return Ok(());
         }
+        // Wait for every build of the round before reporting one that failed, so that none is
+        // left writing into `target/`.
+        let mut failed = Vec::new();
         for (what, mut child) in running {
-            let status = child.wait().with_context(|| format!("building {what}"))?;
-            if !status.success() {
-                bail!("building the plugin {what} failed ({status})");
+            match child.wait() {
+                Ok(status) if status.success() => {
+                    eprintln!("built target/polyglot/{what}.wasm");
+                }
+                Ok(status) => failed.push(format!("{what} ({status})")),
+                Err(error) => failed.push(format!("{what} ({error})")),
             }
-            eprintln!("built target/polyglot/{what}.wasm");
+        }
+        if !failed.is_empty() {
+            bail!("building the plugin(s) {} failed", failed.join(", "));
         }
     }
 }
@@ -71,9 +87,15 @@ pub fn unit_tests(root: &Path) -> Result<()> {
             .arg(root.join("guest-sdk/python/tests")),
     )?;
     eprintln!("unit tests of the JavaScript SDK ...");
+    // The files are named: from Node 21 on, `node --test DIR` takes a directory for a file.
+    let mut tests: Vec<PathBuf> = std::fs::read_dir(root.join("guest-sdk/js/test"))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.to_string_lossy().ends_with(".test.js"))
+        .collect();
+    tests.sort();
     run(Command::new("node")
         .arg("--test")
-        .arg(root.join("guest-sdk/js/test"))
+        .args(&tests)
         .current_dir(root))
 }
 
@@ -107,52 +129,47 @@ fn plugin_dirs(dir: &Path, entry: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// What every Python plugin is built from, beside its own directory.
+/// What every Python plugin is built from. All of `plugins/python` is on every plugin's
+/// Python path, so a change anywhere in it rebuilds them all.
 fn python_inputs(root: &Path) -> Vec<PathBuf> {
     vec![
         root.join("wit"),
         root.join("guest-sdk/python/courier"),
         root.join("guest-sdk/python/requirements.txt"),
         root.join("guest-sdk/python/requirements-build.txt"),
-        root.join("plugins/python/orders.py"),
+        root.join("plugins/python"),
     ]
 }
 
-/// What every JavaScript plugin is built from, beside its own directory.
+/// What every JavaScript plugin is built from. A plugin may import any module under
+/// `plugins/js` (the bundler follows its imports), so a change anywhere in it rebuilds them all.
 fn js_inputs(root: &Path) -> Vec<PathBuf> {
     vec![
         root.join("wit"),
         root.join("guest-sdk/js/src"),
         root.join("guest-sdk/js/build.mjs"),
         root.join("guest-sdk/js/package-lock.json"),
+        root.join("plugins/js"),
     ]
 }
 
 /// The plugins whose component is missing or older than a file it is built from.
-fn out_of_date(
-    root: &Path,
-    names: &[String],
-    out: &Path,
-    shared: &[PathBuf],
-) -> Result<Vec<String>> {
-    let shared = shared
+fn out_of_date(names: &[String], out: &Path, inputs: &[PathBuf]) -> Vec<String> {
+    let inputs = inputs
         .iter()
         .map(|path| newest(path))
         .max()
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let language_dir = out.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let sources = root.join("plugins").join(language_dir);
-    let mut pending = Vec::new();
-    for name in names {
-        let built = std::fs::metadata(out.join(format!("{name}.wasm")))
-            .and_then(|meta| meta.modified())
-            .ok();
-        let inputs = shared.max(newest(&sources.join(name)));
-        if built.is_none_or(|built| built < inputs) {
-            pending.push(name.clone());
-        }
-    }
-    Ok(pending)
+    names
+        .iter()
+        .filter(|name| {
+            let built = std::fs::metadata(out.join(format!("{name}.wasm")))
+                .and_then(|meta| meta.modified())
+                .ok();
+            built.is_none_or(|built| built < inputs)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The newest modification time of a file, or of anything under a directory.
@@ -168,7 +185,11 @@ fn newest(path: &Path) -> SystemTime {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|entry| entry.file_name() != "__pycache__")
+        // Sidecar settings are copied on every build and are not built into a component.
+        .filter(|entry| {
+            !["__pycache__", "node_modules", "plugin.toml"]
+                .contains(&entry.file_name().to_str().unwrap_or_default())
+        })
         .map(|entry| newest(&entry.path()))
         .fold(own, SystemTime::max)
 }
@@ -187,7 +208,11 @@ fn ensure_python_tools(root: &Path, out: &Path) -> Result<()> {
         read(&sdk.join("requirements-build.txt"))?,
         read(&sdk.join("requirements.txt"))?
     );
-    if std::fs::read_to_string(&stamp).is_ok_and(|have| have == wanted) {
+    let deps = out.join("python-deps");
+    if std::fs::read_to_string(&stamp).is_ok_and(|have| have == wanted)
+        && venv_bin(out, "componentize-py").is_file()
+        && deps.is_dir()
+    {
         return Ok(());
     }
     eprintln!("installing the Python plugin toolchain under target/polyglot ...");
@@ -205,7 +230,6 @@ fn ensure_python_tools(root: &Path, out: &Path) -> Result<()> {
     // What a plugin may import goes into a directory of its own, given to componentize-py.
     // Native extensions cannot load inside a component: msgpack falls back to its pure-Python
     // implementation, and the shared objects are removed so they are not bundled.
-    let deps = out.join("python-deps");
     if deps.exists() {
         std::fs::remove_dir_all(&deps)?;
     }
@@ -253,8 +277,6 @@ fn ensure_js_tools(root: &Path) -> Result<()> {
 
 fn spawn_python(root: &Path, out: &Path, name: &str) -> Result<Child> {
     let dir = out.join("python");
-    std::fs::create_dir_all(&dir)?;
-    copy_sidecar(&root.join("plugins/python").join(name), &dir, name)?;
     let sources = root.join("plugins/python");
     Command::new(venv_bin(out, "componentize-py"))
         .arg("--wit-path")
@@ -278,8 +300,6 @@ fn spawn_python(root: &Path, out: &Path, name: &str) -> Result<Child> {
 
 fn spawn_js(root: &Path, out: &Path, name: &str) -> Result<Child> {
     let dir = out.join("js");
-    std::fs::create_dir_all(&dir)?;
-    copy_sidecar(&root.join("plugins/js").join(name), &dir, name)?;
     Command::new("node")
         .arg(root.join("guest-sdk/js/build.mjs"))
         .arg(root.join("plugins/js").join(name).join("index.js"))

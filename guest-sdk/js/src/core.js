@@ -300,13 +300,17 @@ function misfit(path, noun, value) {
 }
 
 // Checks `value` against a compiled node and returns a fresh copy holding only what the shape
-// declares (integers given as floats stay numbers; floats given as bigints become numbers).
+// declares (integers given as floats stay numbers; bigints become numbers where that is exact).
 function conform(node, value, path) {
   switch (node.kind) {
     case 'scalar': {
       const scalar = SCALARS[node.name];
       if (!scalar.test(value)) throw misfit(path, scalar.noun, value);
-      return node.name === 'number' && typeof value === 'bigint' ? Number(value) : value;
+      if (typeof value !== 'bigint') return value;
+      // MessagePack integers are decoded as bigints, so that none is rounded; those a Number
+      // holds exactly become Numbers again, as do the ones a float field receives.
+      const safe = value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER);
+      return node.name === 'number' || node.name === 'any' || safe ? Number(value) : value;
     }
     case 'optional':
       return value === undefined || value === null ? null : conform(node.inner, value, path);
@@ -387,7 +391,9 @@ export class MessageType {
    * @throws {Error} if the bytes are not valid in the encoding or do not fit the shape
    */
   decode(bytes, kind = 'msgpack') {
-    const raw = kind === 'json' ? JSON.parse(utf8Decoder().decode(bytes)) : decodeMsgpack(bytes);
+    const raw = kind === 'json'
+      ? JSON.parse(utf8Decoder().decode(bytes))
+      : decodeMsgpack(bytes, { useBigInt64: true });
     return this.conform(raw);
   }
 

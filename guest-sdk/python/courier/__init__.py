@@ -39,7 +39,6 @@ from .core import (
     JSON,
     MSGPACK,
     BusError,
-    DecodeError,
     Reject,
     Retry,
     content_type_of,
@@ -128,12 +127,9 @@ class Context:
         content_type = content_type_of(self.envelope.content_type)
         if content_type is None:
             raise Reject(f"unsupported content type `{self.envelope.content_type}`")
-        what = getattr(target, "__name__", content_type)
         try:
             return from_plain(target, decode(self.envelope.body, content_type))
-        except DecodeError as error:
-            raise Reject(f"body of {self.envelope.message_type} does not decode as {what}: {error}")
-        except Exception as error:  # the codec's own errors: truncated, not UTF-8, …
+        except Exception as error:  # a field that does not fit, or the codec's own errors
             raise Reject(
                 f"body of {self.envelope.message_type} does not decode as {content_type}: {error}"
             )
@@ -186,13 +182,15 @@ class Context:
 def _outgoing(message: Any, options: dict) -> Any:
     known = {"json", "message_type", "correlation_id", "session_id", "reply_to", "headers",
              "delay_ms", "ttl_ms"}
+    # A malformed message is `invalid`, as the host would say: the handler's call is
+    # rejected rather than retried, since a retry would make the same mistake.
     unknown = set(options) - known
     if unknown:
-        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        raise BusError("invalid", f"unknown option(s): {', '.join(sorted(unknown))}")
     message_type = options.get("message_type") or urn_of(message)
     if message_type is None:
-        raise TypeError(
-            "publish a @courier.message dataclass, or give message_type= for plain data"
+        raise BusError(
+            "invalid", "publish a @courier.message dataclass, or give message_type= for plain data"
         )
     content_type = JSON if options.get("json") else MSGPACK
     try:
@@ -202,6 +200,14 @@ def _outgoing(message: Any, options: dict) -> Any:
     headers = options.get("headers") or []
     if isinstance(headers, dict):
         headers = list(headers.items())
+    for name in ("delay_ms", "ttl_ms"):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise BusError("invalid", f"{name} must be a whole number of milliseconds, not {value!r}")
+    for name in ("correlation_id", "session_id", "reply_to"):
+        value = options.get(name)
+        if value is not None and not isinstance(value, str):
+            raise BusError("invalid", f"{name} must be a string, not {value!r}")
     return _types.Outgoing(
         message_type=message_type,
         content_type=content_type,

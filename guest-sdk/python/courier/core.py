@@ -83,7 +83,8 @@ def encode(value: Any, content_type: str) -> bytes:
     """Encodes a dataclass, or plain data, as MessagePack (maps with field names) or JSON."""
     plain = to_plain(value)
     if content_type == JSON:
-        return json.dumps(plain, separators=(",", ":")).encode()
+        # NaN and infinities are not JSON: refused here rather than by the reader.
+        return json.dumps(plain, separators=(",", ":"), allow_nan=False).encode()
     return msgpack.packb(plain, use_bin_type=True)
 
 
@@ -123,7 +124,7 @@ def from_plain(target: Any, value: Any, path: str = "") -> Any:
             except DecodeError as error:
                 errors.append(str(error))
         raise DecodeError(errors[0] if len(errors) == 1 else f"{_name(path)} fits none of {target}")
-    if origin in (list, tuple) or target in (list, tuple):
+    if origin is list or target is list:
         if not isinstance(value, (list, tuple)):
             raise DecodeError(f"{_name(path)} is not a list")
         (item,) = typing.get_args(target) or (Any,)
@@ -146,7 +147,10 @@ def from_plain(target: Any, value: Any, path: str = "") -> Any:
                 field.default is dataclasses.MISSING
                 and field.default_factory is dataclasses.MISSING
             ):
-                raise DecodeError(f"missing field `{inner}`")
+                # An absent optional field is None, as it is to the Rust and JS SDKs.
+                if not _accepts_none(hints.get(field.name, Any)):
+                    raise DecodeError(f"missing field `{inner}`")
+                fields[field.name] = None
         return target(**fields)
     if target is bool:
         if not isinstance(value, bool):
@@ -169,6 +173,11 @@ def from_plain(target: Any, value: Any, path: str = "") -> Any:
             raise DecodeError(f"{_name(path)} is not bytes")
         return bytes(value)
     return value
+
+
+def _accepts_none(target: Any) -> bool:
+    origin = typing.get_origin(target)
+    return (origin is Union or origin is pytypes.UnionType) and type(None) in typing.get_args(target)
 
 
 def _name(path: str) -> str:

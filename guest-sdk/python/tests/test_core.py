@@ -74,6 +74,13 @@ class TypedDecoding(unittest.TestCase):
         with self.assertRaisesRegex(DecodeError, r"field `lines\[0\].quantity` is not an integer"):
             from_plain(Order, dict(PLAIN, lines=[{"sku": "A", "quantity": True}]))
 
+    def test_an_absent_optional_field_is_none_as_in_the_other_sdks(self):
+        @dataclass
+        class Note:
+            text: Optional[str]
+
+        self.assertIsNone(from_plain(Note, {}).text)
+
     def test_fields_the_type_does_not_declare_are_ignored(self):
         self.assertEqual(from_plain(Order, dict(PLAIN, extra=1)).order_id, "o-1")
 
@@ -85,6 +92,10 @@ class Codecs(unittest.TestCase):
             plain = decode(encode(order, content_type), content_type)
             self.assertEqual(plain["lines"], [{"sku": "WIDGET", "quantity": 2}])
             self.assertEqual(from_plain(Order, plain), order)
+
+    def test_json_refuses_what_is_not_json(self):
+        with self.assertRaises(ValueError):
+            encode({"ratio": float("nan")}, JSON)
 
     def test_content_types_are_recognised_without_their_parameters(self):
         self.assertEqual(content_type_of("application/json; charset=utf-8"), JSON)

@@ -1,5 +1,5 @@
 // The JavaScript reference plugin of the conformance suite: every behaviour of
-// docs/conformance.md, as the Rust, Python and C reference plugins have it.
+// docs/conformance.md, as the Rust and Python reference plugins have it.
 
 import { message, optional, plugin, Reject, Retry } from '../../../guest-sdk/js/src/index.js';
 
@@ -49,8 +49,11 @@ function echo(body, ctx) {
   }
 }
 
-function fail(body, ctx) {
+// Async on purpose: the suite then checks that the SDK waits for a handler's promise and
+// reports how it settled.
+async function fail(body, ctx) {
   ctx.publish(Leaked, { mode: body.mode });
+  await Promise.resolve();
   switch (body.mode) {
     case 'retry':
       throw new Retry('asked to retry');

@@ -1,5 +1,5 @@
 """The Python reference plugin of the conformance suite: every behaviour of
-docs/conformance.md, as the Rust, JavaScript and C reference plugins have it."""
+docs/conformance.md, as the Rust and JavaScript reference plugins have it."""
 
 import socket
 from dataclasses import dataclass
