@@ -299,6 +299,9 @@ pub struct PluginOverrides {
     pub expired: Option<ExpiredPolicy>,
     /// With `instance = "reuse"`: messages an instance handles before it is replaced.
     pub recycle_after: Option<u64>,
+    /// With `instance = "reuse"`: an instance whose linear memory has grown past this many
+    /// MiB is replaced once its message is handled.
+    pub recycle_above_mib: Option<u64>,
     /// Pause consumption while the plugin fails too often; off unless set.
     pub kill_switch: Option<KillSwitchConfig>,
     /// Handle messages of one session id strictly in order, one at a time (see
@@ -410,6 +413,8 @@ pub struct PluginSettings {
     pub instance: InstancePolicy,
     pub expired: ExpiredPolicy,
     pub recycle_after: u64,
+    /// With `reuse`: replace an instance whose linear memory is larger than this.
+    pub recycle_above_bytes: Option<u64>,
     pub ordered: bool,
     pub partitions: u16,
     pub config: BTreeMap<String, String>,
@@ -428,6 +433,7 @@ impl Default for PluginSettings {
             instance: InstancePolicy::Fresh,
             expired: ExpiredPolicy::DeadLetter,
             recycle_after: 10_000,
+            recycle_above_bytes: None,
             ordered: false,
             partitions: 4,
             config: BTreeMap::new(),
@@ -530,6 +536,10 @@ impl PluginOverrides {
         if let Some(v) = self.recycle_after {
             ensure_range(&key("recycle_after"), v, 1, u64::MAX)?;
             settings.recycle_after = v;
+        }
+        if let Some(v) = self.recycle_above_mib {
+            ensure_range(&key("recycle_above_mib"), v, 1, 65_536)?;
+            settings.recycle_above_bytes = Some(v << 20);
         }
         if let Some(v) = self.ordered {
             settings.ordered = v;
@@ -834,6 +844,10 @@ mod tests {
                 "plugins.payment.memory_mib = 9000 is out of range",
             ),
             ("[plugins.payment]\nretries = 3", "unknown field `retries`"),
+            (
+                "[plugins.payment]\nrecycle_above_mib = 0",
+                "plugins.payment.recycle_above_mib = 0 is out of range",
+            ),
             (
                 "[plugins.payment.config]\nlimits = [1, 2]",
                 "plugins.payment.config.limits: arrays are not supported",

@@ -58,6 +58,8 @@ pub struct Invocation {
     pub outbox: Vec<Outbound>,
     /// How long creating the instance took, when the call created one.
     pub instantiation: Option<Duration>,
+    /// The instance's linear memory when the call ended, in bytes (0 if it was never created).
+    pub memory_bytes: u64,
 }
 
 /// A reusable instance (for `instance = "reuse"`), with the number of messages it handled.
@@ -275,11 +277,13 @@ impl Plugin {
                 .call_handle(&mut store, message)
         });
         let outbox = store.data_mut().finish();
+        let memory_bytes = store.data().linear_memory_bytes();
         drop(store);
         Invocation {
             outcome: self.outcome(result),
             outbox,
             instantiation,
+            memory_bytes,
         }
     }
 
@@ -311,6 +315,7 @@ impl Plugin {
                     outcome: self.outcome(Err(error)),
                     outbox: Vec::new(),
                     instantiation,
+                    memory_bytes: 0,
                 };
             }
         };
@@ -321,11 +326,17 @@ impl Plugin {
             .courier_bus_handler()
             .call_handle(&mut warm.store, message);
         let outbox = warm.store.data_mut().finish();
+        let memory_bytes = warm.store.data().linear_memory_bytes();
         warm.uses += 1;
         let outcome = self.outcome(result);
-        // A trapped instance is never used again; dropping it returns its slot to the pool.
+        // A trapped instance is never used again, nor one that has handled its share or grown
+        // too large; dropping it returns its slot to the pool.
         if !matches!(outcome, Outcome::Trapped(_))
             && warm.uses < self.settings.recycle_after
+            && self
+                .settings
+                .recycle_above_bytes
+                .is_none_or(|limit| memory_bytes <= limit)
             && !self.retired.load(Ordering::SeqCst)
         {
             self.warm
@@ -337,6 +348,7 @@ impl Plugin {
             outcome,
             outbox,
             instantiation,
+            memory_bytes,
         }
     }
 

@@ -71,6 +71,7 @@ impl HostState {
             .stderr(GuestOutput::new(&identity, &current, "stderr"));
         let limits = Limits {
             memory_bytes: usize::try_from(identity.memory_bytes).unwrap_or(usize::MAX),
+            linear_bytes: 0,
         };
         HostState {
             wasi: wasi.build(),
@@ -102,6 +103,11 @@ impl HostState {
         &mut self.limits
     }
 
+    /// The instance's linear memory, all its memories together, in bytes.
+    pub fn linear_memory_bytes(&self) -> u64 {
+        self.limits.linear_bytes as u64
+    }
+
     fn stage(&mut self, route: Route, message: Outgoing) -> Result<String, BusError> {
         let Some(parent) = &self.parent else {
             return Err(BusError::Denied(
@@ -116,15 +122,17 @@ impl HostState {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// The per-plugin memory cap. Growing past it traps with a message that says so, rather than
-/// failing the allocation quietly inside the guest.
+/// failing the allocation quietly inside the guest. Also adds up the sizes the instance's
+/// memories have grown to (wasmtime asks here when it creates a memory, growing it from zero).
 struct Limits {
     memory_bytes: usize,
+    linear_bytes: usize,
 }
 
 impl ResourceLimiter for Limits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -135,6 +143,7 @@ impl ResourceLimiter for Limits {
                 self.memory_bytes >> 10
             );
         }
+        self.linear_bytes += desired.saturating_sub(current);
         Ok(true)
     }
 

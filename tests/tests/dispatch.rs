@@ -370,6 +370,37 @@ async fn a_reply_goes_to_the_reply_to_address() {
     );
 }
 
+/// With `recycle_above_mib`, a reused instance that has grown past the mark is replaced after
+/// the message that took it there; one below it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_instance_that_grew_past_its_mark_is_recycled() {
+    let host = host_with(
+        "[plugins.probe]\ninstance = \"reuse\"\nconcurrency = 1\nrecycle_above_mib = 8",
+        &["probe"],
+    )
+    .await;
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Counted")]).await;
+    // Each `Retain` keeps 3 MiB more: after two the instance is still under 8 MiB, after the
+    // third it is over.
+    for expected in 1..=3 {
+        publish(&host, &test_type("Retain"), json!({"mib": 3})).await;
+        assert_eq!(counted(&mut tap).await, expected);
+    }
+    publish(&host, &test_type("Count"), json!({})).await;
+    assert_eq!(
+        counted(&mut tap).await,
+        1,
+        "the instance past the mark was replaced"
+    );
+}
+
+/// The next `Counted`: how many messages the instance that sent it has handled.
+async fn counted(tap: &mut Tap) -> u64 {
+    body_json(&tap.next().await)["handled_by_this_instance"]
+        .as_u64()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_instances_share_nothing_and_reused_ones_are_recycled_after_a_trap() {
     let fresh = host_with("", &["probe"]).await;
