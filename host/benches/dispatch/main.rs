@@ -22,10 +22,13 @@
 //!    (`COURIER_BENCH_BROKER`, default `amqp://guest:guest@127.0.0.1:5672`) and `rabbitmqctl`;
 //!    `--no-rabbitmq` leaves it out;
 //! 6. ordered sessions (see `ordered.rs`): the trivial plugin ordered by session id beside the
-//!    same plugin unordered, at the same concurrency, on the embedded broker and on RabbitMQ.
+//!    same plugin unordered, at the same concurrency, on the embedded broker and on RabbitMQ;
+//! 7. guest languages (see `languages.rs`): the conformance plugin in Rust, Python and
+//!    JavaScript, its size, compile and cached load times, per-message cost with fresh and
+//!    reused instances, and memory per instance, beside the Rust figures.
 //!
-//! `--only per-message|embedded|scale|reload|rabbitmq|ordered` runs one scenario, for a
-//! profiler.
+//! `--only per-message|embedded|scale|reload|rabbitmq|ordered|languages` runs one scenario, for
+//! a profiler.
 //!
 //! The ratio column is each figure over its scenario's baseline: the native variant, or for
 //! the order flow and scale rows the first row of the series (concurrency 1, one plugin).
@@ -36,6 +39,7 @@
     reason = "a benchmark stops at the first thing that is not as expected"
 )]
 
+mod languages;
 mod naive;
 mod ordered;
 mod plots;
@@ -227,13 +231,14 @@ fn per_message_costs(quick: bool, rows: &mut Vec<Row>) {
 }
 
 /// What `--only` accepts.
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "per-message",
     "embedded",
     "scale",
     "reload",
     "rabbitmq",
     "ordered",
+    "languages",
 ];
 
 /// Concurrent handlers per plugin in the embedded broker's sweep.
@@ -437,8 +442,7 @@ fn main() {
     }
     let flag = |name: &str| args.iter().any(|a| a == name);
     let quick = flag("--quick");
-    // `--only NAME` runs one scenario (for a profiler, say): per-message, embedded, scale,
-    // reload or rabbitmq.
+    // `--only NAME` runs one scenario (for a profiler, say): one of `SCENARIOS`.
     let only = arg_after("--only");
     if let Some(name) = &only {
         assert!(
@@ -474,6 +478,9 @@ fn main() {
     }
     if runs("ordered") {
         ordered::run(quick, rabbitmq.then_some(broker.as_str()), &mut rows);
+    }
+    if runs("languages") {
+        languages::run(quick, &mut rows);
     }
 
     println!(
