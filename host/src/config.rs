@@ -711,6 +711,15 @@ impl HostConfig {
         if let Some(overrides) = self.plugins.get(name) {
             overrides.apply(&mut settings, &format!("plugins.{name}"), max)?;
         }
+        if let Some(mark) = settings.recycle_above_bytes
+            && mark >= settings.memory_bytes
+        {
+            bail!(
+                "plugin {name}: recycle_above_mib = {} must be below its memory_mib = {}, or it never applies",
+                mark >> 20,
+                settings.memory_bytes >> 20
+            );
+        }
         Ok(settings)
     }
 }
@@ -928,6 +937,26 @@ mod tests {
         let payment = config.plugin_settings("payment", None).unwrap();
         assert_eq!(payment.retry.delays, [Duration::from_millis(5)]);
         assert_eq!(PluginSettings::default().retry.total_attempts(), 12);
+    }
+
+    #[test]
+    fn a_recycling_mark_must_be_below_the_memory_cap() {
+        let config =
+            HostConfig::from_toml("[plugins.p]\nmemory_mib = 32\nrecycle_above_mib = 32").unwrap();
+        let error = format!("{:#}", config.plugin_settings("p", None).unwrap_err());
+        assert!(
+            error.contains("recycle_above_mib = 32 must be below its memory_mib = 32"),
+            "{error}"
+        );
+        let config =
+            HostConfig::from_toml("[plugins.p]\nmemory_mib = 32\nrecycle_above_mib = 24").unwrap();
+        assert_eq!(
+            config
+                .plugin_settings("p", None)
+                .unwrap()
+                .recycle_above_bytes,
+            Some(24 << 20)
+        );
     }
 
     #[test]

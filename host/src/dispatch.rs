@@ -614,6 +614,10 @@ enum Step {
     },
 }
 
+/// How long a message whose follow-ups met an unreachable broker waits before it is handled
+/// again (where the host, not the broker, holds it: the embedded broker, ordered sessions).
+const UNREACHABLE_PAUSE: Duration = Duration::from_secs(1);
+
 impl Dispatcher {
     /// Checks a delivery and, if it can be handled, runs its handler. Synchronous: the
     /// handler is bounded by the plugin's deadline.
@@ -758,13 +762,15 @@ impl Dispatcher {
     /// (it is unreachable, or a command's endpoint does not exist), the attempt counts as failed
     /// under the plugin's retry policy: the message is delivered again, at once or after a
     /// delay, and goes to the error queue once the policy gives up, so a handler that sends to
-    /// an endpoint that does not exist cannot keep its message circling. Redelivered, it
-    /// publishes the same ids, so the follow-ups the broker did take can be told apart.
+    /// an endpoint that does not exist cannot keep its message circling. While the broker is
+    /// unreachable the policy is not asked. Redelivered, a message publishes the same ids, so
+    /// the follow-ups the broker did take (RabbitMQ takes those before the refused one; the
+    /// embedded broker checks every route first and takes none) can be told apart.
     async fn complete(
         &self,
         plugin: &Plugin,
         queue: &str,
-        delivery: Delivery,
+        mut delivery: Delivery,
         mut outbox: Vec<Outbound>,
     ) {
         for message in &mut outbox {
@@ -777,6 +783,24 @@ impl Dispatcher {
         if let Err(error) = self.transport.dispatch(outbox).await {
             let error = format!("the broker did not take the follow-ups: {error:#}");
             let attempt = delivery.envelope.attempt;
+            if !self.transport.is_connected() {
+                // The broker is out of reach, not refusing: the handler is not at fault, so the
+                // retry policy is not asked and the outage alone never sends the message to the
+                // error queue. The requeue waits a little where the host holds the message (or,
+                // on RabbitMQ, fails too, and the broker redelivers after reconnection).
+                tracing::error!(
+                    attempt,
+                    error,
+                    "the broker is unreachable; the message will be delivered again"
+                );
+                telemetry::record_outcome("requeued", Some(&error));
+                return self.requeue(delivery, Some(UNREACHABLE_PAUSE)).await;
+            }
+            if delivery.envelope.header(FIRST_FAILURE_HEADER).is_none() {
+                delivery
+                    .envelope
+                    .set_header(FIRST_FAILURE_HEADER, now_ms().to_string());
+            }
             let failed = Outcome::Retry(error.clone());
             let delay = match recoverability::decide(&failed, attempt, &plugin.settings().retry) {
                 Decision::DeadLetter { reason, error } => {

@@ -72,6 +72,7 @@ impl HostState {
         let limits = Limits {
             memory_bytes: usize::try_from(identity.memory_bytes).unwrap_or(usize::MAX),
             linear_bytes: 0,
+            pending_bytes: 0,
         };
         HostState {
             wasi: wasi.build(),
@@ -127,6 +128,8 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 struct Limits {
     memory_bytes: usize,
     linear_bytes: usize,
+    /// The growth last allowed, taken back if wasmtime then fails to grow the memory.
+    pending_bytes: usize,
 }
 
 impl ResourceLimiter for Limits {
@@ -143,8 +146,18 @@ impl ResourceLimiter for Limits {
                 self.memory_bytes >> 10
             );
         }
-        self.linear_bytes += desired.saturating_sub(current);
+        self.pending_bytes = desired.saturating_sub(current);
+        self.linear_bytes += self.pending_bytes;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.linear_bytes -= std::mem::take(&mut self.pending_bytes);
+        tracing::debug!(
+            error = format!("{error:#}"),
+            "a guest memory could not grow"
+        );
+        Ok(())
     }
 
     fn table_growing(

@@ -64,6 +64,11 @@ pub fn build(root: &Path) -> Result<()> {
         for (what, mut child) in running {
             match child.wait() {
                 Ok(status) if status.success() => {
+                    // Built under a temporary name, so that a build cut short never leaves a
+                    // component that looks up to date.
+                    let built = out.join(format!("{what}.wasm"));
+                    std::fs::rename(partial(&built), &built)
+                        .with_context(|| format!("cannot put {} in place", built.display()))?;
                     eprintln!("built target/polyglot/{what}.wasm");
                 }
                 Ok(status) => failed.push(format!("{what} ({status})")),
@@ -292,7 +297,7 @@ fn spawn_python(root: &Path, out: &Path, name: &str) -> Result<Child> {
         .arg(out.join("python-deps"))
         .arg("app")
         .arg("--output")
-        .arg(dir.join(format!("{name}.wasm")))
+        .arg(partial(&dir.join(format!("{name}.wasm"))))
         .current_dir(root)
         .spawn()
         .context("cannot run componentize-py")
@@ -303,10 +308,15 @@ fn spawn_js(root: &Path, out: &Path, name: &str) -> Result<Child> {
     Command::new("node")
         .arg(root.join("guest-sdk/js/build.mjs"))
         .arg(root.join("plugins/js").join(name).join("index.js"))
-        .arg(dir.join(format!("{name}.wasm")))
+        .arg(partial(&dir.join(format!("{name}.wasm"))))
         .current_dir(root)
         .spawn()
         .context("cannot run node")
+}
+
+/// Where the component `file` is written before it is complete.
+fn partial(file: &Path) -> PathBuf {
+    file.with_extension("wasm.partial")
 }
 
 /// `plugin.toml` beside the sources becomes `<name>.toml` beside the component; without one,

@@ -310,7 +310,7 @@ function conform(node, value, path) {
       // MessagePack integers are decoded as bigints, so that none is rounded; those a Number
       // holds exactly become Numbers again, as do the ones a float field receives.
       const safe = value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER);
-      return node.name === 'number' || node.name === 'any' || safe ? Number(value) : value;
+      return node.name === 'number' || safe ? Number(value) : value;
     }
     case 'optional':
       return value === undefined || value === null ? null : conform(node.inner, value, path);

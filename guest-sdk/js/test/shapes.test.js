@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { encode as msgpackEncode } from '@msgpack/msgpack';
 
 import { MessageType, ShapeError, message, optional } from '../src/core.js';
 
@@ -137,6 +138,21 @@ describe('MessagePack encoding', () => {
       a: Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, i % 2 ? 1.5 : 'v'])),
     };
     assert.deepEqual(T.decode(T.encode(body)), body);
+  });
+
+  it('decodes what another MessagePack writer wrote', () => {
+    const body = { text: 'hi', count: 3, tags: ['a'], nested: { flag: true, ratio: 1.25 }, note: 'x' };
+    assert.deepEqual(Echo.decode(msgpackEncode(body)), body);
+  });
+
+  it('refuses a body that does not fit the shape', () => {
+    assert.throws(() => Echo.encode({ ...good(), count: 'three' }), ShapeError);
+  });
+
+  it('keeps a bigint an `any` field holds, rather than rounding it', () => {
+    const Loose = message('urn:x', { data: 'any' });
+    assert.strictEqual(Loose.decode(Loose.encode({ data: 2n ** 60n })).data, 2n ** 60n);
+    assert.strictEqual(Loose.decode(Loose.encode({ data: 7 })).data, 7);
   });
 });
 

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use courier_host::config::{EngineConfig, InstancePolicy, PluginSettings};
+use courier_host::engine::CodeSource;
 use courier_host::{CourierEngine, Envelope, Outcome, Plugin, PublishRequest};
 use serde_json::json;
 
@@ -95,6 +96,11 @@ fn measure(language: &str, quick: bool) -> Figures {
     );
     let engine = CourierEngine::new(&engine_config).unwrap();
     let (fresh_plugin, from_cache) = timed_load(&engine, &path, InstancePolicy::Fresh);
+    assert_eq!(
+        fresh_plugin.code_source(),
+        CodeSource::Cache,
+        "{language}: the second load must come from the cache"
+    );
     let (reused_plugin, _) = timed_load(&engine, &path, InstancePolicy::Reuse);
 
     let message = echo_message();
