@@ -120,7 +120,7 @@ fn js_plugins(root: &Path) -> Result<Vec<String>> {
 }
 
 /// The subdirectories of `dir` that hold `entry`.
-fn plugin_dirs(dir: &Path, entry: &str) -> Result<Vec<String>> {
+pub(crate) fn plugin_dirs(dir: &Path, entry: &str) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for item in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let path = item?.path();
@@ -159,7 +159,7 @@ fn js_inputs(root: &Path) -> Vec<PathBuf> {
 }
 
 /// The plugins whose component is missing or older than a file it is built from.
-fn out_of_date(names: &[String], out: &Path, inputs: &[PathBuf]) -> Vec<String> {
+pub(crate) fn out_of_date(names: &[String], out: &Path, inputs: &[PathBuf]) -> Vec<String> {
     let inputs = inputs
         .iter()
         .map(|path| newest(path))
@@ -321,7 +321,7 @@ fn partial(file: &Path) -> PathBuf {
 
 /// `plugin.toml` beside the sources becomes `<name>.toml` beside the component; without one,
 /// a stale copy is removed.
-fn copy_sidecar(sources: &Path, out: &Path, name: &str) -> Result<()> {
+pub(crate) fn copy_sidecar(sources: &Path, out: &Path, name: &str) -> Result<()> {
     let sidecar = sources.join("plugin.toml");
     let target = out.join(format!("{name}.toml"));
     if sidecar.is_file() {
@@ -337,7 +337,7 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn run(command: &mut Command) -> Result<()> {
+pub(crate) fn run(command: &mut Command) -> Result<()> {
     let status = command
         .status()
         .with_context(|| format!("cannot run {:?}", command.get_program()))?;
