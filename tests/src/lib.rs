@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The compiled plugin `name` (`probe`, `payment`, …), or `<language>/<name>` for a plugin
-/// in another language (`python/inventory`, `js/shipping`).
+/// in another language (`python/inventory`, `js/shipping`, `c/notification`).
 pub fn plugin_file(name: &str) -> PathBuf {
     if let Some((language, name)) = name.split_once('/') {
         return polyglot_plugin_file(language, name);
@@ -41,7 +41,7 @@ pub fn plugin_file(name: &str) -> PathBuf {
     file
 }
 
-/// The compiled Python or JavaScript plugin `name` (`language` is `python` or `js`), built
+/// The compiled Python, JavaScript or C plugin `name` (`language` is `python`, `js` or `c`), built
 /// by `cargo xtask plugins` into `target/polyglot/<language>/`.
 pub fn polyglot_plugin_file(language: &str, name: &str) -> PathBuf {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

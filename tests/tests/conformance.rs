@@ -203,7 +203,8 @@ async fn failures_drop_the_outbox(language: &str) {
     assert!(error.contains("asked to retry"), "{error}");
     let (reason, error, attempt) = outcome("trap");
     assert_eq!((reason.as_str(), attempt), ("retries-exhausted", 2));
-    if language == "rust" {
+    if matches!(language, "rust" | "c") {
+        // Both fail the unplanned way by calling `abort()`, which traps.
         assert!(error.contains("wasm trap"), "{error}");
     } else {
         // An exception the handler did not plan for: its type and text are the reason.
@@ -242,7 +243,8 @@ async fn limits_stop_runaway_handlers(language: &str) {
 }
 
 /// No file and no socket reach the guest, whatever its language's runtime tries. (The
-/// JavaScript engine has no file or socket API at all, so its plugin can only report that.)
+/// JavaScript engine has no file or socket API at all, and wasi-libc no socket API, so those
+/// plugins can only report that.)
 async fn the_sandbox_denies_files_and_sockets(language: &str) {
     let host = host_for(language, "").await;
     let mut reports = Tap::new(&host, "tap", &[&conformance_type("SandboxReport")]).await;
@@ -310,3 +312,4 @@ macro_rules! conformance {
 conformance!(rust);
 conformance!(python);
 conformance!(js);
+conformance!(c);

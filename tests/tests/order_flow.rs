@@ -1,5 +1,5 @@
 //! The order flow (seed 004) end to end on the embedded broker, with the demo's data: the
-//! Rust plugins, and the same flow with steps written in Python and JavaScript.
+//! Rust plugins, and the same flow with steps written in Python, JavaScript and C.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -37,13 +37,19 @@ async fn every_order_ends_exactly_once_in_the_conversation_it_started() {
     assert_eq!(outcomes["order-001"].0, "OrderShipped");
 }
 
-/// Inventory in Python and shipping in JavaScript, beside payment and notification in Rust:
-/// every order ends as it does with the Rust plugins alone, down to its tracking number.
+/// Inventory in Python, shipping in JavaScript and notification in C, beside payment in Rust:
+/// every order ends as it does with the Rust plugins alone, down to its tracking number, and
+/// the C notification follows every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_polyglot_order_flow_ends_every_order_as_the_rust_one_does() {
     let rust = order_flow(&["payment", "inventory", "shipping", "notification"]).await;
-    let polyglot =
-        order_flow(&["payment", "python/inventory", "js/shipping", "notification"]).await;
+    let polyglot = order_flow(&[
+        "payment",
+        "python/inventory",
+        "js/shipping",
+        "c/notification",
+    ])
+    .await;
     assert_eq!(polyglot, rust);
 }
 

@@ -17,11 +17,11 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 
-/// The order flow over RabbitMQ, with the Rust plugins and then with inventory in Python and
-/// shipping in JavaScript: every order ends once, and each ends the same way in both runs,
-/// down to its tracking number.
+/// The order flow over RabbitMQ, with the Rust plugins and then with inventory in Python,
+/// shipping in JavaScript and notification in C: every order ends once, and each ends the
+/// same way in both runs, down to its tracking number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_order_flow_runs_over_rabbitmq_in_rust_and_in_three_languages() {
+async fn the_order_flow_runs_over_rabbitmq_in_rust_alone_and_in_four_languages() {
     let rust = order_flow_over_rabbitmq(
         "order-flow",
         &["payment", "inventory", "shipping", "notification"],
@@ -29,7 +29,12 @@ async fn the_order_flow_runs_over_rabbitmq_in_rust_and_in_three_languages() {
     .await;
     let polyglot = order_flow_over_rabbitmq(
         "order-flow-polyglot",
-        &["payment", "python/inventory", "js/shipping", "notification"],
+        &[
+            "payment",
+            "python/inventory",
+            "js/shipping",
+            "c/notification",
+        ],
     )
     .await;
     assert_eq!(polyglot, rust);

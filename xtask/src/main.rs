@@ -1,9 +1,12 @@
 //! `cargo xtask <task>`: the repository's build steps, so the README and CI say one command.
 //!
 //! - `plugins` builds every plugin and test fixture in `plugins/`: the Rust ones for
-//!   `wasm32-wasip2`, the Python and JavaScript ones with their toolchains (`polyglot`).
+//!   `wasm32-wasip2`, the Python and JavaScript ones with their toolchains (`polyglot`), the
+//!   C ones with clang (`c`).
+//! - `c-bindings` regenerates the C SDK's bindings from `wit/` (`guest-sdk/c/bindings`).
 //! - `demo` builds the plugins and the host, and runs the order flow on the embedded broker
-//!   (`--polyglot`: with the inventory step in Python and the shipping step in JavaScript).
+//!   (`--polyglot`: with the inventory step in Python, shipping in JavaScript and notification
+//!   in C).
 //! - `test` builds the plugins and the `courier` binary, then runs every test of the workspace.
 //! - `bench` builds the plugins, then runs the benchmark harness (`--quick` for a smoke run).
 
@@ -12,13 +15,18 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
+mod c;
 mod polyglot;
 
 /// The order-flow plugins the demo deploys.
 const ORDER_FLOW: [&str; 4] = ["payment", "inventory", "shipping", "notification"];
 
 /// The steps `demo --polyglot` takes from another language: (plugin, language).
-const POLYGLOT: [(&str, &str); 2] = [("inventory", "python"), ("shipping", "js")];
+const POLYGLOT: [(&str, &str); 3] = [
+    ("inventory", "python"),
+    ("shipping", "js"),
+    ("notification", "c"),
+];
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -28,6 +36,7 @@ fn main() -> Result<()> {
     let root = workspace_root()?;
     match task.as_str() {
         "plugins" => build_plugins(&root),
+        "c-bindings" => c::write_bindings(&root),
         "demo" => {
             build_plugins(&root)?;
             demo(&root, &rest)
@@ -35,6 +44,8 @@ fn main() -> Result<()> {
         "test" => {
             build_plugins(&root)?;
             polyglot::unit_tests(&root)?;
+            c::check_bindings(&root)?;
+            c::unit_tests(&root)?;
             // The process-level tests run the `courier` binary itself.
             cargo(&root, &["build", "-p", "courier-host", "--bin", "courier"])?;
             cargo(
@@ -48,7 +59,7 @@ fn main() -> Result<()> {
             bench.extend(strs(&rest));
             cargo(&root, &bench)
         }
-        _ => bail!("usage: cargo xtask <plugins | demo | test | bench> [args]"),
+        _ => bail!("usage: cargo xtask <plugins | c-bindings | demo | test | bench> [args]"),
     }
 }
 
@@ -106,8 +117,8 @@ fn ensure_wasm_target(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds `plugins/` (its own workspace) into the shared `target/`, then the Python and
-/// JavaScript plugins.
+/// Builds `plugins/` (its own workspace) into the shared `target/`, then the Python,
+/// JavaScript and C plugins.
 fn build_plugins(root: &Path) -> Result<()> {
     ensure_wasm_target(root)?;
     eprintln!("building plugins for wasm32-wasip2 ...");
@@ -124,7 +135,8 @@ fn build_plugins(root: &Path) -> Result<()> {
             target_dir,
         ],
     )?;
-    polyglot::build(root)
+    polyglot::build(root)?;
+    c::build(root)
 }
 
 fn demo(root: &Path, args: &[String]) -> Result<()> {

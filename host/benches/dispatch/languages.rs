@@ -1,4 +1,4 @@
-//! Guest languages: the conformance suite's reference plugin in Rust, Python and JavaScript
+//! Guest languages: the conformance suite's reference plugin in Rust, Python, JavaScript and C
 //! (the same handlers, see docs/conformance.md), each measured the same way, with Rust as the
 //! baseline of every figure:
 //! - the component's size;
@@ -9,8 +9,8 @@
 //!   message and with one reused instance;
 //! - the linear memory of an instance once it has handled one message.
 //!
-//! The Python and JavaScript components are built by `cargo xtask plugins` (which `cargo xtask
-//! bench` runs) into `target/polyglot/<language>/`.
+//! The Python, JavaScript and C components are built by `cargo xtask plugins` (which `cargo
+//! xtask bench` runs) into `target/polyglot/<language>/`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::{Row, per_call, plugin_file};
 
 /// The languages measured, Rust (the baseline) first.
-const LANGUAGES: [&str; 3] = ["rust", "python", "js"];
+const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
 
 /// What was measured for one language.
 struct Figures {

@@ -45,7 +45,7 @@ export const handler = plugin({ name: 'shipping', version: '0.1.0' })
     const carrier = ctx.config('carrier') ?? 'Courier Post';
     const tracking = trackingNumber(command.order_id);
     ctx.log.info(
-      `order ${command.order_id} packed: ${command.lines.length} line(s), ${tracking} via ${carrier}`,
+      `order ${command.order_id} packed by the JavaScript handler: ${command.lines.length} line(s), ${tracking} via ${carrier}`,
     );
     ctx.publish(OrderShipped, {
       order_id: command.order_id,
