@@ -118,7 +118,11 @@ pub fn build(root: &Path) -> Result<()> {
         let bytes = componentize(&resolve, world, &std::fs::read(&module)?)
             .with_context(|| format!("cannot make plugins/c/{name} a component"))?;
         std::fs::remove_file(&module)?;
-        std::fs::write(&component, bytes)?;
+        // Written under a temporary name, so that a build cut short never leaves a component
+        // that looks up to date.
+        let partial = component.with_extension("wasm.partial");
+        std::fs::write(&partial, bytes)?;
+        std::fs::rename(&partial, &component)?;
         eprintln!("built target/polyglot/c/{name}.wasm");
     }
     Ok(())
