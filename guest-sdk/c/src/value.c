@@ -1067,10 +1067,12 @@ static bool json_write(writer *out, const courier_value *value, int depth) {
     return false;
 }
 
-bool courier_encode_msgpack(courier_arena *arena, const courier_value *value, uint8_t **bytes,
-                            size_t *len, const char **error) {
+/* Runs one of the writers over `value`, handing out what it wrote or why it could not. */
+static bool encode(bool (*write)(writer *, const courier_value *, int), courier_arena *arena,
+                   const courier_value *value, uint8_t **bytes, size_t *len,
+                   const char **error) {
     writer out = {arena, NULL, 0, 0, NULL};
-    if (!msgpack_write(&out, value, 0)) {
+    if (!write(&out, value, 0)) {
         *error = out.error;
         return false;
     }
@@ -1079,14 +1081,12 @@ bool courier_encode_msgpack(courier_arena *arena, const courier_value *value, ui
     return true;
 }
 
+bool courier_encode_msgpack(courier_arena *arena, const courier_value *value, uint8_t **bytes,
+                            size_t *len, const char **error) {
+    return encode(msgpack_write, arena, value, bytes, len, error);
+}
+
 bool courier_encode_json(courier_arena *arena, const courier_value *value, uint8_t **bytes,
                          size_t *len, const char **error) {
-    writer out = {arena, NULL, 0, 0, NULL};
-    if (!json_write(&out, value, 0)) {
-        *error = out.error;
-        return false;
-    }
-    *bytes = out.bytes;
-    *len = out.len;
-    return true;
+    return encode(json_write, arena, value, bytes, len, error);
 }
