@@ -426,6 +426,28 @@ pub fn assert_orders_add_up(summary: &courier_host::Summary, placed: usize) {
     );
 }
 
+/// The notification plugin handled every event of the order flow, and failed none.
+pub fn assert_notification_followed_every_event(summary: &courier_host::Summary) {
+    let events = [
+        "OrderPlaced",
+        "PaymentProcessed",
+        "PaymentFailed",
+        "InventoryReserved",
+        "StockReservationFailed",
+        "OrderShipped",
+    ];
+    let published: u64 = events
+        .iter()
+        .map(|t| summary.of(&format!("urn:message:Orders:{t}")).published)
+        .sum();
+    let notification = &summary.by_plugin["notification"];
+    assert_eq!(
+        (notification.handled, notification.failures),
+        (published, 0),
+        "notification must handle each of the {published} events once, failing none"
+    );
+}
+
 /// A `courier run` process, killed if the test ends while it still runs.
 #[derive(Debug)]
 pub struct HostProcess(pub Child);

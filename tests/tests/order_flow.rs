@@ -111,16 +111,6 @@ async fn order_flow(plugins: &[&str]) -> BTreeMap<String, (&'static str, serde_j
         count("OrderShipped"),
         "each ship command ships once"
     );
-    // Notification follows every event of every order.
-    let notified = summary.by_plugin["notification"].handled;
-    let events = [
-        "OrderPlaced",
-        "PaymentProcessed",
-        "PaymentFailed",
-        "InventoryReserved",
-        "StockReservationFailed",
-        "OrderShipped",
-    ];
-    assert_eq!(notified, events.iter().map(|t| count(t)).sum::<u64>());
+    assert_notification_followed_every_event(&summary);
     outcomes
 }

@@ -18,8 +18,8 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 
 /// The order flow over RabbitMQ, with the Rust plugins and then with inventory in Python,
-/// shipping in JavaScript and notification in C: every order ends once, and each ends the
-/// same way in both runs, down to its tracking number.
+/// shipping in JavaScript and notification in C: every order ends once, each ends the same
+/// way in both runs, down to its tracking number, and notification handles every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_flow_runs_over_rabbitmq_in_rust_alone_and_in_four_languages() {
     let rust = order_flow_over_rabbitmq(
@@ -82,6 +82,7 @@ async fn order_flow_over_rabbitmq(
         .unwrap();
     let summary = host.summary();
     assert_orders_add_up(&summary, orders.len());
+    assert_notification_followed_every_event(&summary);
     host.shutdown().await;
     ended
 }

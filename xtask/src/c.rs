@@ -93,23 +93,30 @@ pub fn check_bindings(root: &Path) -> Result<()> {
 /// Builds every C plugin that is out of date, and puts every plugin's sidecar settings beside
 /// its component.
 pub fn build(root: &Path) -> Result<()> {
+    // Stale bindings would fail below in a way that does not say why.
+    check_bindings(root)?;
     let out = root.join("target/polyglot/c");
     std::fs::create_dir_all(&out)?;
     let names = polyglot::plugin_dirs(&root.join("plugins/c"), "handler.c")?;
     for name in &names {
         polyglot::copy_sidecar(&root.join("plugins/c").join(name), &out, name)?;
     }
+    // The recipe is an input too: the flags below, and the adapter's and wit-component's
+    // versions in the lockfile. A rebuild takes a fraction of a second.
     let inputs = [
         root.join("wit"),
         root.join("guest-sdk/c/include"),
         root.join("guest-sdk/c/src"),
         root.join("guest-sdk/c/bindings"),
         root.join("plugins/c"),
+        root.join("xtask/src/c.rs"),
+        root.join("Cargo.lock"),
     ];
     let pending = polyglot::out_of_date(&names, &out, &inputs);
     if pending.is_empty() {
         return Ok(());
     }
+    ensure_clang()?;
     let (resolve, world) = world(root)?;
     for name in pending {
         let component = out.join(format!("{name}.wasm"));
@@ -137,6 +144,18 @@ fn sources(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// Fails with what to install when the C compiler is missing.
+fn ensure_clang() -> Result<()> {
+    match Command::new(clang()).arg("--version").output() {
+        Ok(output) if output.status.success() => Ok(()),
+        _ => bail!(
+            "the C plugins need {} with wasi-libc (Debian: apt-get install clang-16 lld-16 \
+             wasi-libc libclang-rt-16-dev-wasm32; COURIER_CLANG names another clang)",
+            clang()
+        ),
+    }
 }
 
 /// Compiles and links a plugin's sources with the SDK into a WASI preview 1 reactor module.
@@ -167,10 +186,8 @@ fn compile(root: &Path, plugin: &Path, module: &Path) -> Result<()> {
         .arg(module);
     polyglot::run(&mut command).with_context(|| {
         format!(
-            "cannot compile {} with {} (Debian: apt-get install clang-16 lld-16 wasi-libc \
-             libclang-rt-16-dev-wasm32)",
-            plugin.display(),
-            clang()
+            "the C plugin {} does not compile (the compiler's errors are above)",
+            plugin.display()
         )
     })
 }
