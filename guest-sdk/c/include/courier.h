@@ -144,7 +144,14 @@ const char *courier_correlation_id(const courier_ctx *ctx);
 const char *courier_conversation_id(const courier_ctx *ctx);
 const char *courier_reply_to(const courier_ctx *ctx);
 const char *courier_session_id(const courier_ctx *ctx);
+const char *courier_initiator_id(const courier_ctx *ctx);
+const char *courier_source_address(const courier_ctx *ctx);
+/* Milliseconds since the Unix epoch; the expiry is 0 when the message has none. */
+uint64_t courier_sent_at_ms(const courier_ctx *ctx);
+uint64_t courier_expires_at_ms(const courier_ctx *ctx);
+/* 1 on the first delivery, counting up on each redelivery. */
 uint32_t courier_attempt(const courier_ctx *ctx);
+/* A header's value by its name, in any case. */
 const char *courier_header(const courier_ctx *ctx, const char *name);
 
 /* A setting granted to the plugin by the host's configuration, or NULL. */
@@ -188,17 +195,24 @@ typedef struct courier_options {
 
 /* Publishes an event, sends a command to `destination`, or replies to the consumed message's
  * reply-to endpoint. Nothing leaves before the handler returns COURIER_OK. Each returns false
- * when the host refused the message; `courier_bus_failure` then says how to fail. `options`
- * may be NULL. */
-bool courier_publish(courier_ctx *ctx, const char *message_type, const courier_value *body,
-                     const courier_options *options);
-bool courier_send(courier_ctx *ctx, const char *destination, const char *message_type,
-                  const courier_value *body, const courier_options *options);
-bool courier_reply(courier_ctx *ctx, const char *message_type, const courier_value *body,
-                   const courier_options *options);
+ * when the host refused the message (a result the compiler will not let go unread);
+ * `courier_bus_failure` then says how to fail. `options` may be NULL; a NULL body is nil. */
+__attribute__((warn_unused_result)) bool courier_publish(courier_ctx *ctx,
+                                                         const char *message_type,
+                                                         const courier_value *body,
+                                                         const courier_options *options);
+__attribute__((warn_unused_result)) bool courier_send(courier_ctx *ctx, const char *destination,
+                                                      const char *message_type,
+                                                      const courier_value *body,
+                                                      const courier_options *options);
+__attribute__((warn_unused_result)) bool courier_reply(courier_ctx *ctx,
+                                                       const char *message_type,
+                                                       const courier_value *body,
+                                                       const courier_options *options);
 
-/* The failure the last refused publish calls for: a retry when the bus was unavailable, a
- * rejection when the message was denied or invalid. The reason is the host's. */
+/* Right after a publish, send or reply returned false: the failure its refusal calls for, a
+ * retry when the bus was unavailable and a rejection when the message was denied or invalid,
+ * with the host's reason. (Called when nothing was refused, it is a retry.) */
 courier_status courier_bus_failure(courier_ctx *ctx);
 
 /* `COURIER_TRY(ctx, courier_publish(...));` returns the right failure from the handler. */
@@ -217,7 +231,8 @@ bool courier_has(const courier_value *map, const char *key);
 
 /* A field of a map; a COURIER_MISSING value when the map lacks it. */
 const courier_value *courier_field(courier_ctx *ctx, const courier_value *map, const char *key);
-/* An item of an array, or NULL past its end (which every reader takes as a failed read). */
+/* An item of an array, or NULL past its end or when `array` is not one (every reader takes
+ * NULL as a failed read: "an item past the end of an array"). */
 const courier_value *courier_item(const courier_value *array, size_t index);
 size_t courier_len(const courier_value *value);
 

@@ -189,7 +189,7 @@ courier_status courier_reject(courier_ctx *ctx, const char *format, ...) {
 
 courier_status courier_bus_failure(courier_ctx *ctx) {
     if (ctx->bus_error == NULL) {
-        return courier_retry(ctx, "a publish failed without a reason");
+        return courier_retry(ctx, "courier_bus_failure was called, but no publish was refused");
     }
     ctx->failure = ctx->bus_error;
     return ctx->bus_status;
@@ -223,6 +223,23 @@ const char *courier_reply_to(const courier_ctx *ctx) {
 
 const char *courier_session_id(const courier_ctx *ctx) {
     return c_option(ctx, &message_of(ctx)->session_id);
+}
+
+const char *courier_initiator_id(const courier_ctx *ctx) {
+    return c_option(ctx, &message_of(ctx)->initiator_id);
+}
+
+const char *courier_source_address(const courier_ctx *ctx) {
+    return c_option(ctx, &message_of(ctx)->source_address);
+}
+
+uint64_t courier_sent_at_ms(const courier_ctx *ctx) {
+    return message_of(ctx)->sent_at_ms;
+}
+
+uint64_t courier_expires_at_ms(const courier_ctx *ctx) {
+    const plugin_option_u64_t *expiry = &message_of(ctx)->expires_at_ms;
+    return expiry->is_some ? expiry->val : 0;
 }
 
 uint32_t courier_attempt(const courier_ctx *ctx) {

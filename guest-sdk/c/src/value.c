@@ -696,7 +696,9 @@ static size_t put_utf8(char *out, uint32_t code) {
 static courier_value *json_string(reader *in) {
     const uint8_t *start = in->at;
     while (in->at < in->end && *in->at != '"') {
-        if (*in->at == '\\' && in->end - in->at < 2) break;
+        if (*in->at == '\\' && in->end - in->at < 2) {
+            return fail(in, "a JSON string does not end"), NULL;
+        }
         in->at += *in->at == '\\' ? 2 : 1;
     }
     if (in->at >= in->end) return fail(in, "a JSON string does not end"), NULL;

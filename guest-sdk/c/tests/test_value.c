@@ -313,6 +313,10 @@ static void every_cut_short_body_is_refused(void) {
         CHECK(ctx.decode_error != NULL);
     }
     CHECK(json(&ctx, text) != NULL);
+    /* A string cut after an escape's backslash. */
+    ctx.decode_error = NULL;
+    CHECK(json(&ctx, "\"ab\\") == NULL);
+    CHECK_STR(ctx.decode_error, "a JSON string does not end");
     courier_arena_free(&ctx.arena);
 }
 
