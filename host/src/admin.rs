@@ -119,6 +119,8 @@ struct PluginView {
     /// SHA-256 of the component's bytes.
     digest: String,
     file: String,
+    /// The world the component is written for: `courier:bus/plugin@0.1.0`, or a foreign one.
+    world: &'static str,
     subscriptions: Vec<String>,
     concurrency: u32,
     /// Whether messages of one session are handled one at a time, in order.
@@ -143,6 +145,7 @@ impl PluginView {
             version: plugin.version().to_owned(),
             digest: plugin.digest().to_owned(),
             file: plugin.path().display().to_string(),
+            world: plugin.world().name(),
             subscriptions: plugin.info().subscriptions.clone(),
             concurrency: plugin.settings().concurrency,
             ordered: plugin.settings().ordered,

@@ -313,6 +313,28 @@ pub struct PluginOverrides {
     /// Settings the plugin reads with `config.get`; nested tables flatten to dotted keys.
     #[serde(default)]
     pub config: toml::Table,
+    /// In a sidecar only: who a component of a foreign world is, since it cannot say so
+    /// itself (see [`ForeignConfig`]).
+    pub foreign: Option<ForeignConfig>,
+}
+
+/// The `[foreign]` table of a sidecar: what a component written for `wasi:messaging` or
+/// `wasmcloud:messaging` cannot say about itself, since those worlds have no `describe`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForeignConfig {
+    /// The plugin's name: its endpoint, the queue it consumes.
+    pub name: String,
+    pub version: String,
+    /// The message type URNs delivered to its handler.
+    pub subscriptions: Vec<String>,
+    /// Message type → endpoint: a message the component sends on one of these topics goes to
+    /// that endpoint as a command; any other topic is published as an event.
+    #[serde(default)]
+    pub send_to: BTreeMap<String, String>,
+    /// The content type of what the component sends when it does not set one; by default the
+    /// content type of the message it is handling.
+    pub content_type: Option<String>,
 }
 
 /// Redelivery delays that grow by `factor` from `first_ms`, capped at `max_ms`.
@@ -418,6 +440,8 @@ pub struct PluginSettings {
     pub ordered: bool,
     pub partitions: u16,
     pub config: BTreeMap<String, String>,
+    /// From the sidecar's `[foreign]` table, for a component of a foreign world.
+    pub foreign: Option<ForeignConfig>,
 }
 
 impl Default for PluginSettings {
@@ -437,6 +461,7 @@ impl Default for PluginSettings {
             ordered: false,
             partitions: 4,
             config: BTreeMap::new(),
+            foreign: None,
         }
     }
 }
@@ -678,6 +703,16 @@ impl HostConfig {
                 self.admin.listen
             );
         }
+        if self.defaults.foreign.is_some() {
+            bail!("defaults.foreign: a [foreign] table belongs in a plugin's sidecar file");
+        }
+        if let Some(name) = self
+            .plugins
+            .iter()
+            .find_map(|(n, o)| o.foreign.as_ref().map(|_| n))
+        {
+            bail!("plugins.{name}.foreign: a [foreign] table belongs in the plugin's sidecar file");
+        }
         // Check every layer now, so a bad value fails start-up rather than a later load.
         let mut probe = PluginSettings::default();
         self.defaults
@@ -707,6 +742,7 @@ impl HostConfig {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             overrides.apply(&mut settings, &origin, max)?;
+            settings.foreign.clone_from(&overrides.foreign);
         }
         if let Some(overrides) = self.plugins.get(name) {
             overrides.apply(&mut settings, &format!("plugins.{name}"), max)?;
@@ -853,6 +889,18 @@ mod tests {
                 "plugins.payment.memory_mib = 9000 is out of range",
             ),
             ("[plugins.payment]\nretries = 3", "unknown field `retries`"),
+            (
+                "[defaults.foreign]\nname = \"a\"\nversion = \"1\"\nsubscriptions = []",
+                "defaults.foreign: a [foreign] table belongs in a plugin's sidecar file",
+            ),
+            (
+                "[plugins.relay.foreign]\nname = \"a\"\nversion = \"1\"\nsubscriptions = []",
+                "plugins.relay.foreign: a [foreign] table belongs",
+            ),
+            (
+                "[plugins.relay.foreign]\nname = \"a\"\nversion = \"1\"\nsubscription = []",
+                "unknown field `subscription`",
+            ),
             (
                 "[plugins.payment]\nrecycle_above_mib = 0",
                 "plugins.payment.recycle_above_mib = 0 is out of range",

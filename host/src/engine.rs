@@ -120,6 +120,9 @@ impl CourierEngine {
         })
         .map_err(anyhow::Error::from)
         .context("cannot link the courier:bus imports")?;
+        crate::sandbox::foreign::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the imports of the foreign messaging worlds")?;
 
         let cache = if settings.cache {
             let dir = std::path::absolute(&settings.cache_dir).with_context(|| {

@@ -1,5 +1,6 @@
 //! `courier inspect FILE.wasm`: what a component is, imports and exports, and — for a Courier
-//! plugin — what it says about itself.
+//! plugin — what it says about itself (for a component of a foreign world, what its sidecar's
+//! `[foreign]` table says).
 
 use std::fmt;
 use std::path::Path;
@@ -8,7 +9,7 @@ use anyhow::{Context as _, Result, anyhow};
 use serde::Serialize;
 use wasmtime::component::Component;
 
-use crate::config::PluginSettings;
+use crate::config::{PluginOverrides, PluginSettings};
 use crate::engine::CourierEngine;
 use crate::plugin::{HANDLER_EXPORT, Plugin};
 
@@ -57,9 +58,18 @@ pub fn inspect(engine: &CourierEngine, path: &Path) -> Result<Inspection> {
         exports,
         refusal: None,
     };
-    match Plugin::from_bytes(engine, &bytes, path, |_| Ok(PluginSettings::default())) {
+    let sidecar = path.with_extension("toml");
+    let overrides = if sidecar.is_file() {
+        Some(PluginOverrides::from_file(&sidecar)?)
+    } else {
+        None
+    };
+    let foreign = overrides.as_ref().and_then(|o| o.foreign.as_ref());
+    match Plugin::from_bytes_with(engine, &bytes, path, foreign, |_| {
+        Ok(PluginSettings::default())
+    }) {
         Ok(plugin) => {
-            inspection.world = Some("courier:bus/plugin@0.1.0".to_owned());
+            inspection.world = Some(plugin.world().name().to_owned());
             inspection.name = Some(plugin.name().to_owned());
             inspection.version = Some(plugin.version().to_owned());
             inspection.subscriptions = plugin.info().subscriptions.clone();

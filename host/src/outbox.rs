@@ -17,6 +17,9 @@ pub struct Parent {
     pub correlation_id: Option<String>,
     pub conversation_id: String,
     pub reply_to: Option<String>,
+    /// Its content type: what a foreign component sends without saying is taken to be
+    /// encoded the same way.
+    pub content_type: String,
     /// The queue the message was consumed from, recorded as the follow-ups' source.
     pub source_address: String,
     /// `traceparent` / `tracestate` of every follow-up (see [`crate::telemetry`]).
@@ -30,6 +33,7 @@ impl Parent {
             correlation_id: envelope.correlation_id.clone(),
             conversation_id: envelope.conversation_id.clone(),
             reply_to: envelope.reply_to.clone(),
+            content_type: envelope.content_type.clone(),
             source_address: source_address.to_owned(),
             trace_headers: crate::telemetry::follow_up_trace_headers(envelope),
         }

@@ -11,16 +11,17 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
 use wasmtime::{Store, Trap};
 
-use crate::config::{InstancePolicy, PluginSettings};
+use crate::config::{ForeignConfig, InstancePolicy, PluginSettings};
 use crate::engine::{CodeSource, CourierEngine};
 use crate::envelope::{Envelope, now_ms, validate_message_type};
 use crate::outbox::Parent;
 use crate::sandbox::bindings::courier::bus::types as wit;
-use crate::sandbox::bindings::{Plugin as PluginWorld, PluginPre};
+use crate::sandbox::foreign::{Instance, Pre, World};
 use crate::sandbox::{HostState, PluginIdentity};
 use crate::transport::Outbound;
 
-/// The export every Courier plugin must have.
+/// The export of a Courier plugin. (A component written for a foreign messaging world exports
+/// that world's handler instead; see [`World`].)
 pub const HANDLER_EXPORT: &str = "courier:bus/handler@0.1.0";
 
 /// Headers the host writes on every follow-up: the plugin, and the version of it, that
@@ -65,7 +66,7 @@ pub struct Invocation {
 /// A reusable instance (for `instance = "reuse"`), with the number of messages it handled.
 struct Warm {
     store: Store<HostState>,
-    bindings: PluginWorld,
+    bindings: Instance,
     uses: u64,
 }
 
@@ -81,7 +82,7 @@ pub struct Plugin {
     retired: AtomicBool,
     settings: PluginSettings,
     identity: Arc<PluginIdentity>,
-    pre: PluginPre<HostState>,
+    pre: Pre,
     engine: CourierEngine,
     ticks: u64,
     warm: Mutex<Vec<Warm>>,
@@ -93,6 +94,7 @@ impl std::fmt::Debug for Plugin {
             .field("info", &self.info)
             .field("path", &self.path)
             .field("digest", &self.digest)
+            .field("world", &self.pre.world())
             .finish_non_exhaustive()
     }
 }
@@ -120,8 +122,8 @@ impl VersionCounts {
 const DESCRIBE_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Plugin {
-    /// Loads the plugin in `path`. `settings_for` gives the settings of the plugin once its
-    /// name is known. Every error names the file and the problem.
+    /// Loads the Courier plugin in `path`. `settings_for` gives the settings of the plugin
+    /// once its name is known. Every error names the file and the problem.
     pub fn load(
         engine: &CourierEngine,
         path: &Path,
@@ -133,11 +135,23 @@ impl Plugin {
             .with_context(|| format!("plugin {} refused", path.display()))
     }
 
-    /// Loads a plugin from its bytes; `path` names it in errors.
+    /// Loads a Courier plugin from its bytes; `path` names it in errors.
     pub fn from_bytes(
         engine: &CourierEngine,
         bytes: &[u8],
         path: &Path,
+        settings_for: impl FnOnce(&PluginInfo) -> Result<PluginSettings>,
+    ) -> Result<Plugin> {
+        Self::from_bytes_with(engine, bytes, path, None, settings_for)
+    }
+
+    /// Loads a plugin of any world from its bytes. `foreign` is the `[foreign]` table of its
+    /// sidecar, which a component of a foreign world needs and a Courier plugin must not have.
+    pub fn from_bytes_with(
+        engine: &CourierEngine,
+        bytes: &[u8],
+        path: &Path,
+        foreign: Option<&ForeignConfig>,
         settings_for: impl FnOnce(&PluginInfo) -> Result<PluginSettings>,
     ) -> Result<Plugin> {
         let (component, code) = engine
@@ -147,12 +161,43 @@ impl Plugin {
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| anyhow!("it needs imports the host does not provide: {e:#}"))?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| {
-            anyhow!("it does not export `{HANDLER_EXPORT}` (with describe and handle): {e:#}")
+        let world = World::of(&component, engine.engine()).ok_or_else(|| {
+            anyhow!(
+                "it does not export `{HANDLER_EXPORT}` (with describe and handle), nor the \
+                 handler of a foreign world (`{}` or `{}`)",
+                World::WasiMessaging.export(),
+                World::WasmcloudMessaging.export()
+            )
+        })?;
+        let pre = Pre::new(world, instance_pre).map_err(|e| {
+            anyhow!(
+                "its `{}` export is not the one the host knows: {e:#}",
+                world.export()
+            )
         })?;
 
         let provisional = Arc::new(identity_for("(loading)", "", &PluginSettings::default()));
-        let info = describe(engine, &pre, provisional)?;
+        let info = match (world.is_foreign(), foreign) {
+            (false, None) => describe(engine, &pre, provisional)?,
+            (false, Some(_)) => bail!(
+                "its sidecar has a [foreign] table, but it is a Courier plugin and describes \
+                 itself: remove the table"
+            ),
+            (true, None) => bail!(
+                "it is written for {}, which cannot say its name or subscriptions: give them \
+                 in its sidecar `{}` under [foreign] (name, version, subscriptions)",
+                world.name(),
+                path.with_extension("toml")
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+            ),
+            (true, Some(foreign)) => {
+                let info = foreign_info(foreign)?;
+                check_instantiates(engine, &pre, provisional)?;
+                info
+            }
+        };
         let settings = settings_for(&info)?;
         Ok(Plugin {
             identity: Arc::new(identity_for(&info.name, &info.version, &settings)),
@@ -169,6 +214,11 @@ impl Plugin {
             settings,
             pre,
         })
+    }
+
+    /// The world the plugin is written for.
+    pub fn world(&self) -> World {
+        self.pre.world()
     }
 
     pub fn info(&self) -> &PluginInfo {
@@ -271,11 +321,7 @@ impl Plugin {
         store.data_mut().begin(parent);
         let instance = self.pre.instantiate(&mut store);
         let instantiation = Some(started.elapsed());
-        let result = instance.and_then(|bindings| {
-            bindings
-                .courier_bus_handler()
-                .call_handle(&mut store, message)
-        });
+        let result = instance.and_then(|bindings| bindings.handle(&mut store, message));
         let outbox = store.data_mut().finish();
         let memory_bytes = store.data().linear_memory_bytes();
         drop(store);
@@ -321,10 +367,7 @@ impl Plugin {
         };
         warm.store.set_epoch_deadline(self.ticks);
         warm.store.data_mut().begin(parent);
-        let result = warm
-            .bindings
-            .courier_bus_handler()
-            .call_handle(&mut warm.store, message);
+        let result = warm.bindings.handle(&mut warm.store, message);
         let outbox = warm.store.data_mut().finish();
         let memory_bytes = warm.store.data().linear_memory_bytes();
         warm.uses += 1;
@@ -378,19 +421,58 @@ fn new_store(
     store
 }
 
-/// Calls `describe` in a store of its own and checks the answer.
-fn describe(
+/// Creates one instance in a store of its own, as a check that the component can start.
+fn check_instantiates(
     engine: &CourierEngine,
-    pre: &PluginPre<HostState>,
+    pre: &Pre,
     identity: Arc<PluginIdentity>,
-) -> Result<PluginInfo> {
+) -> Result<(Store<HostState>, Instance)> {
     let mut store = new_store(engine, identity, engine.ticks_for(DESCRIBE_DEADLINE));
-    let bindings = pre.instantiate(&mut store).map_err(|e| {
+    let instance = pre.instantiate(&mut store).map_err(|e| {
         anyhow!(
             "it cannot be instantiated: {}",
             describe_trap(&e, DESCRIBE_DEADLINE)
         )
     })?;
+    Ok((store, instance))
+}
+
+/// The self-description of a foreign component, from its sidecar, checked as `describe`'s
+/// answer is.
+fn foreign_info(foreign: &ForeignConfig) -> Result<PluginInfo> {
+    let info = PluginInfo {
+        name: foreign.name.clone(),
+        version: foreign.version.clone(),
+        subscriptions: foreign.subscriptions.clone(),
+    };
+    validate_info(&info, "it gives").context("in its sidecar's [foreign] table")?;
+    for (message_type, endpoint) in &foreign.send_to {
+        validate_message_type(message_type).map_err(|e| anyhow!("[foreign] send_to: {e}"))?;
+        if endpoint.trim().is_empty() {
+            bail!("[foreign] send_to: the endpoint of {message_type} is empty");
+        }
+    }
+    if let Some(content_type) = &foreign.content_type
+        && !crate::envelope::is_known_content_type(content_type)
+    {
+        bail!(
+            "[foreign] content_type = `{content_type}` is not supported: use \
+             application/msgpack or application/json"
+        );
+    }
+    Ok(info)
+}
+
+/// Calls `describe` in a store of its own and checks the answer.
+fn describe(
+    engine: &CourierEngine,
+    pre: &Pre,
+    identity: Arc<PluginIdentity>,
+) -> Result<PluginInfo> {
+    let (mut store, instance) = check_instantiates(engine, pre, identity)?;
+    let Instance::Courier(bindings) = instance else {
+        bail!("only a Courier plugin describes itself");
+    };
     let info = bindings
         .courier_bus_handler()
         .call_describe(&mut store)
@@ -400,13 +482,13 @@ fn describe(
         version: info.version,
         subscriptions: info.subscriptions,
     };
-    validate_info(&info)?;
+    validate_info(&info, "describe returned")?;
     Ok(info)
 }
 
 /// A plugin's self-description must give a usable queue name, a version, and at least one
-/// message type, each handled once.
-fn validate_info(info: &PluginInfo) -> Result<()> {
+/// message type, each handled once. `source` says where it came from.
+fn validate_info(info: &PluginInfo, source: &str) -> Result<()> {
     let name_ok = !info.name.is_empty()
         && info.name.len() <= 200
         && info
@@ -415,15 +497,12 @@ fn validate_info(info: &PluginInfo) -> Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !name_ok {
         bail!(
-            "describe returned the name `{}`: a plugin name is 1 to 200 of the characters A-Z a-z 0-9 - _ .",
+            "{source} the name `{}`: a plugin name is 1 to 200 of the characters A-Z a-z 0-9 - _ .",
             info.name
         );
     }
     if info.version.trim().is_empty() {
-        bail!(
-            "describe returned an empty version for plugin `{}`",
-            info.name
-        );
+        bail!("{source} an empty version for plugin `{}`", info.name);
     }
     if info.subscriptions.is_empty() {
         bail!("plugin `{}` subscribes to no message type", info.name);
@@ -449,6 +528,15 @@ fn identity_for(name: &str, version: &str, settings: &PluginSettings) -> PluginI
         max_publishes: settings.max_publishes,
         max_message_bytes: settings.max_message_bytes,
         memory_bytes: settings.memory_bytes,
+        send_to: settings
+            .foreign
+            .as_ref()
+            .map(|f| f.send_to.clone())
+            .unwrap_or_default(),
+        content_type: settings
+            .foreign
+            .as_ref()
+            .and_then(|f| f.content_type.clone()),
     }
 }
 
@@ -512,7 +600,8 @@ mod tests {
 
     #[test]
     fn descriptions_are_checked() {
-        assert!(validate_info(&info("payment", &["urn:message:Orders:OrderPlaced"])).is_ok());
+        let valid = info("payment", &["urn:message:Orders:OrderPlaced"]);
+        assert!(validate_info(&valid, "describe returned").is_ok());
         let cases = [
             (info("", &["urn:message:A:B"]), "a plugin name is"),
             (info("has space", &["urn:message:A:B"]), "a plugin name is"),
@@ -527,7 +616,9 @@ mod tests {
             ),
         ];
         for (info, expected) in cases {
-            let error = validate_info(&info).unwrap_err().to_string();
+            let error = validate_info(&info, "describe returned")
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(expected), "{info:?}: {error}");
         }
     }

@@ -78,7 +78,8 @@ impl Registry {
         } else {
             None
         };
-        let plugin = Plugin::from_bytes(&self.engine, &bytes, path, |info| {
+        let foreign = sidecar.as_ref().and_then(|s| s.foreign.as_ref());
+        let plugin = Plugin::from_bytes_with(&self.engine, &bytes, path, foreign, |info| {
             self.config.plugin_settings(
                 &info.name,
                 sidecar.as_ref().map(|s| (sidecar_path.as_path(), s)),

@@ -16,7 +16,9 @@ use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiVie
 use crate::outbox::{Outbox, Parent};
 use crate::transport::Route;
 
-/// Host bindings generated from the one WIT package in `wit/`.
+pub mod foreign;
+
+/// Host bindings generated from Courier's own WIT package in `wit/`.
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -35,6 +37,10 @@ pub struct PluginIdentity {
     pub max_publishes: u32,
     pub max_message_bytes: u64,
     pub memory_bytes: u64,
+    /// For a component of a foreign world: the endpoints of the message types it sends as
+    /// commands, and the content type of what it sends without saying.
+    pub send_to: BTreeMap<String, String>,
+    pub content_type: Option<String>,
 }
 
 /// The data of one store: WASI, the resource limits, and the call in progress.

@@ -239,6 +239,14 @@ pub fn record_outcome(outcome: &'static str, error: Option<&str>) {
     }
 }
 
+/// Whether `name` is one of the trace context headers, which the host alone writes on a
+/// follow-up.
+pub fn is_trace_header(name: &str) -> bool {
+    TRACE_HEADERS
+        .iter()
+        .any(|trace| name.eq_ignore_ascii_case(trace))
+}
+
 /// The trace headers a follow-up of `consumed` carries: the current span's context when spans
 /// are recorded, otherwise the headers `consumed` arrived with.
 pub fn follow_up_trace_headers(consumed: &Envelope) -> Vec<(String, String)> {

@@ -1,0 +1,229 @@
+//! Components written for another messaging world, run unmodified: the fixtures `wasi-relay`
+//! (`wasi:messaging@0.2.0-draft`) and `wasmcloud-relay` (`wasmcloud:messaging@0.2.0`) are built
+//! from those worlds' WIT alone, without the Courier SDK. Their name and subscriptions come
+//! from the `[foreign]` table of a sidecar each test writes beside a copy of the component.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed expectation stops the test with its message"
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_host::config::HostConfig;
+use courier_host::recoverability::headers;
+use courier_host::{Host, PublishRequest};
+use courier_tests::*;
+use serde_json::json;
+
+/// A host on the embedded broker serving a copy of `fixture` with `sidecar` beside it.
+async fn foreign_host(test: &str, fixture: &str, sidecar: &str) -> (Arc<Host>, PathBuf) {
+    let dir = plugins_dir(test, &[]);
+    let file = dir.join(format!("{fixture}.wasm"));
+    std::fs::copy(plugin_file(fixture), &file).unwrap();
+    std::fs::write(file.with_extension("toml"), sidecar).unwrap();
+    let mut config = HostConfig::from_toml("").unwrap();
+    config.admin.enabled = false;
+    use_test_cache(&mut config);
+    let host = Arc::new(Host::new(config).await.unwrap());
+    (host, file)
+}
+
+fn wasi_sidecar() -> String {
+    format!(
+        r#"
+immediate_retries = 0
+redelivery_delays_ms = []
+
+[foreign]
+name = "relay"
+version = "2.1.0"
+subscriptions = ["{ping}", "{refuse}", "{flaky}"]
+send_to = {{ "{command}" = "tap" }}
+"#,
+        ping = test_type("Ping"),
+        refuse = test_type("Refuse"),
+        flaky = test_type("Flaky"),
+        command = test_type("RelayCommand"),
+    )
+}
+
+/// What a wasi:messaging component sends is published, or sent where `send_to` says, with the
+/// consumed message's correlation, conversation and content type, and the metadata it set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasi_messaging_component_handles_messages_and_its_follow_ups_are_delivered() {
+    let (host, file) = foreign_host("wasi-relay", "wasi-relay", &wasi_sidecar()).await;
+    let plugin = host.load_plugin(&file).await.unwrap();
+    assert_eq!((plugin.name(), plugin.version()), ("relay", "2.1.0"));
+    assert_eq!(
+        plugin.world().name(),
+        "wasi:messaging/messaging-core@0.2.0-draft"
+    );
+
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Relayed")]).await;
+    let mut request = PublishRequest::new(test_type("Ping"), json!({"n": 7}));
+    request.correlation_id = Some("order-7".into());
+    request.headers.insert("tenant".into(), "acme".into());
+    let id = host.submit(request, "test").await.unwrap();
+
+    let mut received = tap.take(2).await;
+    received.sort_by_key(|m| m.message_type.clone());
+    let (command, event) = (&received[0], &received[1]);
+
+    assert_eq!(event.message_type, test_type("Relayed"));
+    assert_eq!(
+        body_json(event),
+        json!({"n": 7}),
+        "the data is relayed as is"
+    );
+    assert_eq!(
+        event.content_type, "application/msgpack",
+        "the consumed one's"
+    );
+    assert_eq!(event.header("tenant"), Some("acme"), "metadata copied");
+    assert_eq!(
+        event.header("relayed-from"),
+        Some(test_type("Ping").as_str())
+    );
+    assert_eq!(event.header("courier-handled-by"), Some("relay"));
+    assert_eq!(event.header("courier-handled-by-version"), Some("2.1.0"));
+
+    assert_eq!(command.message_type, test_type("RelayCommand"));
+    assert_eq!(
+        command.content_type, "application/json",
+        "set by the component"
+    );
+    assert_eq!(body_json(command), json!({"relayed": true}));
+
+    for follow_up in [event, command] {
+        assert_eq!(follow_up.initiator_id.as_deref(), Some(id.as_str()));
+        assert_eq!(follow_up.correlation_id.as_deref(), Some("order-7"));
+        assert_eq!(follow_up.source_address.as_deref(), Some("relay"));
+    }
+    assert_eq!(event.conversation_id, command.conversation_id);
+    tap.expect_nothing(Duration::from_millis(200)).await;
+}
+
+/// `permission-denied` is rejected at once; the other errors are retried, then dead-lettered.
+/// Neither releases what the handler sent before failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_messaging_errors_are_rejected_or_retried_by_kind() {
+    let (host, file) = foreign_host("wasi-relay-errors", "wasi-relay", &wasi_sidecar()).await;
+    host.load_plugin(&file).await.unwrap();
+    publish(&host, &test_type("Refuse"), json!({})).await;
+    publish(&host, &test_type("Flaky"), json!({})).await;
+    let failed = drain_queue(&host, "relay_error", 2).await;
+    let fault = |name: &str| {
+        let m = failed
+            .iter()
+            .find(|m| m.message_type == test_type(name))
+            .unwrap_or_else(|| panic!("no dead letter for {name}"));
+        (
+            m.header(headers::REASON).unwrap().to_owned(),
+            m.header(headers::MESSAGE).unwrap().to_owned(),
+        )
+    };
+    let (reason, message) = fault("Refuse");
+    assert_eq!(reason, "rejected");
+    assert!(
+        message.contains("permission denied: this relay refuses such messages"),
+        "{message}"
+    );
+    let (reason, message) = fault("Flaky");
+    assert_eq!(reason, "retries-exhausted");
+    assert!(message.contains("no handling for"), "{message}");
+}
+
+/// A wasmCloud component's publish becomes an event with its reply-to; a request is refused
+/// with the reason, as is a subject that is not a message type, and the component's error
+/// then dead-letters the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasmcloud_messaging_component_handles_messages_and_is_told_what_it_cannot_do() {
+    let sidecar = format!(
+        r#"
+immediate_retries = 0
+redelivery_delays_ms = []
+
+[foreign]
+name = "cloud-relay"
+version = "0.3.0"
+subscriptions = ["{}", "{}", "{}"]
+content_type = "application/json"
+"#,
+        test_type("Ping"),
+        test_type("Ask"),
+        test_type("Stray"),
+    );
+    let (host, file) = foreign_host("wasmcloud-relay", "wasmcloud-relay", &sidecar).await;
+    let plugin = host.load_plugin(&file).await.unwrap();
+    assert_eq!(plugin.world().name(), "wasmcloud:messaging@0.2.0");
+
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Relayed")]).await;
+    let mut request = PublishRequest::new(test_type("Ping"), json!({"n": 3}));
+    request.content_type = Some("application/json".into());
+    request.correlation_id = Some("order-3".into());
+    let id = host.submit(request, "test").await.unwrap();
+    let event = tap.next().await;
+    assert_eq!(body_json(&event), json!({"n": 3}));
+    assert_eq!(event.content_type, "application/json", "the sidecar's");
+    assert_eq!(event.reply_to.as_deref(), Some("wasmcloud-relay"));
+    assert_eq!(event.initiator_id.as_deref(), Some(id.as_str()));
+    assert_eq!(event.correlation_id.as_deref(), Some("order-3"));
+
+    publish(&host, &test_type("Ask"), json!({})).await;
+    publish(&host, &test_type("Stray"), json!({})).await;
+    let failed = drain_queue(&host, "cloud-relay_error", 2).await;
+    let message = |name: &str| {
+        failed
+            .iter()
+            .find(|m| m.message_type == test_type(name))
+            .and_then(|m| m.header(headers::MESSAGE))
+            .unwrap_or_else(|| panic!("no dead letter for {name}"))
+            .to_owned()
+    };
+    let ask = message("Ask");
+    assert!(
+        ask.contains("request on") && ask.contains("not supported"),
+        "{ask}"
+    );
+    let stray = message("Stray");
+    assert!(
+        stray.contains("invalid:") && stray.contains("urn:message:"),
+        "{stray}"
+    );
+    tap.expect_nothing(Duration::from_millis(200)).await;
+}
+
+/// A foreign component without its `[foreign]` table is refused with what to write, and a
+/// Courier plugin with one is refused too: each names the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_foreign_table_is_required_of_foreign_components_alone() {
+    let (host, file) = foreign_host("foreign-missing", "wasmcloud-relay", "").await;
+    let error = format!("{:#}", host.load_plugin(&file).await.unwrap_err());
+    assert!(error.contains("wasmcloud-relay.wasm"), "{error}");
+    assert!(
+        error.contains("wasmcloud:messaging@0.2.0")
+            && error.contains("wasmcloud-relay.toml")
+            && error.contains("[foreign]"),
+        "{error}"
+    );
+
+    let sidecar = "[foreign]\nname = \"probe\"\nversion = \"1\"\nsubscriptions = [\"urn:message:Test:Ping\"]\n";
+    let (host, file) = foreign_host("foreign-extra", "probe", sidecar).await;
+    let error = format!("{:#}", host.load_plugin(&file).await.unwrap_err());
+    assert!(
+        error.contains("probe.wasm") && error.contains("describes itself"),
+        "{error}"
+    );
+
+    let bad = "[foreign]\nname = \"relay\"\nversion = \"1\"\nsubscriptions = [\"Ping\"]\n";
+    let (host, file) = foreign_host("foreign-bad", "wasi-relay", bad).await;
+    let error = format!("{:#}", host.load_plugin(&file).await.unwrap_err());
+    assert!(
+        error.contains("[foreign]") && error.contains("urn:message:"),
+        "{error}"
+    );
+}
