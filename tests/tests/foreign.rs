@@ -13,23 +13,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_host::config::HostConfig;
 use courier_host::recoverability::headers;
 use courier_host::{Host, PublishRequest};
 use courier_tests::*;
 use serde_json::json;
 
-/// A host on the embedded broker serving a copy of `fixture` with `sidecar` beside it.
-async fn foreign_host(test: &str, fixture: &str, sidecar: &str) -> (Arc<Host>, PathBuf) {
+/// A copy of `fixture` in a directory of the test's own, with `sidecar` beside it.
+fn foreign_file(test: &str, fixture: &str, sidecar: &str) -> PathBuf {
     let dir = plugins_dir(test, &[]);
     let file = dir.join(format!("{fixture}.wasm"));
     std::fs::copy(plugin_file(fixture), &file).unwrap();
     std::fs::write(file.with_extension("toml"), sidecar).unwrap();
-    let mut config = HostConfig::from_toml("").unwrap();
-    config.admin.enabled = false;
-    use_test_cache(&mut config);
-    let host = Arc::new(Host::new(config).await.unwrap());
-    (host, file)
+    file
+}
+
+/// A host on the embedded broker, and a copy of `fixture` with `sidecar` beside it.
+async fn foreign_host(test: &str, fixture: &str, sidecar: &str) -> (Arc<Host>, PathBuf) {
+    (
+        host_with("", &[]).await,
+        foreign_file(test, fixture, sidecar),
+    )
 }
 
 fn wasi_sidecar() -> String {
@@ -226,4 +229,48 @@ async fn the_foreign_table_is_required_of_foreign_components_alone() {
         error.contains("[foreign]") && error.contains("urn:message:"),
         "{error}"
     );
+}
+
+/// Both worlds on RabbitMQ, beside each other: one event reaches both relays, and each one's
+/// follow-ups cross the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_foreign_worlds_run_on_rabbitmq() {
+    let vhost = Vhost::new("foreign");
+    let host = amqp_host_with(&vhost, "", &[]).await;
+    let wasi = foreign_file("foreign-amqp-wasi", "wasi-relay", &wasi_sidecar());
+    let cloud = foreign_file(
+        "foreign-amqp-wasmcloud",
+        "wasmcloud-relay",
+        &format!(
+            "[foreign]\nname = \"cloud-relay\"\nversion = \"0.3.0\"\nsubscriptions = [\"{}\"]\n",
+            test_type("Ping")
+        ),
+    );
+    host.load_plugin(&wasi).await.unwrap();
+    host.load_plugin(&cloud).await.unwrap();
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Relayed")]).await;
+    let id = publish(&host, &test_type("Ping"), json!({"n": 11})).await;
+    let mut received: Vec<(String, String)> = tap
+        .take(3)
+        .await
+        .iter()
+        .map(|m| {
+            assert_eq!(m.initiator_id.as_deref(), Some(id.as_str()));
+            (
+                m.message_type.clone(),
+                m.source_address.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    received.sort();
+    assert_eq!(
+        received,
+        [
+            (test_type("RelayCommand"), "relay".to_owned()),
+            (test_type("Relayed"), "cloud-relay".to_owned()),
+            (test_type("Relayed"), "relay".to_owned()),
+        ]
+    );
+    tap.expect_nothing(Duration::from_millis(300)).await;
+    host.shutdown().await;
 }
