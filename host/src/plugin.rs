@@ -30,6 +30,19 @@ pub const HANDLER_EXPORT: &str = "courier:bus/handler@0.1.0";
 pub const HANDLED_BY_HEADER: &str = "courier-handled-by";
 pub const HANDLED_BY_VERSION_HEADER: &str = "courier-handled-by-version";
 
+/// The refusal of a component of a foreign world whose sidecar does not say who it is.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "it is written for {}, which cannot say its name or subscriptions: give them in its \
+     sidecar `{}` under [foreign] (name, version, subscriptions)",
+    world.name(),
+    sidecar.file_name().unwrap_or_default().to_string_lossy()
+)]
+pub struct NoForeignTable {
+    pub world: World,
+    pub sidecar: PathBuf,
+}
+
 /// What a plugin says about itself (`describe`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginInfo {
@@ -183,15 +196,10 @@ impl Plugin {
                 "its sidecar has a [foreign] table, but it is a Courier plugin and describes \
                  itself: remove the table"
             ),
-            (true, None) => bail!(
-                "it is written for {}, which cannot say its name or subscriptions: give them \
-                 in its sidecar `{}` under [foreign] (name, version, subscriptions)",
-                world.name(),
-                path.with_extension("toml")
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-            ),
+            (true, None) => bail!(NoForeignTable {
+                world,
+                sidecar: path.with_extension("toml"),
+            }),
             (true, Some(foreign)) => {
                 let info = foreign_info(foreign)?;
                 check_instantiates(engine, &pre, provisional)?;

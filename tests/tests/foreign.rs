@@ -274,3 +274,32 @@ async fn both_foreign_worlds_run_on_rabbitmq() {
     tap.expect_nothing(Duration::from_millis(300)).await;
     host.shutdown().await;
 }
+
+/// A foreign component's sidecar is found by its name, so it is deployed under one; deployed
+/// without, it is refused with how to do it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_component_is_deployed_under_its_name() {
+    let dir = plugins_dir("foreign-deploy", &[]);
+    let host = host_with(&format!("plugins_dir = '{}'", dir.display()), &[]).await;
+    let bytes = std::fs::read(plugin_file("wasmcloud-relay")).unwrap();
+    let error = format!(
+        "{:#}",
+        host.deploy_upload(None, bytes.clone()).await.unwrap_err()
+    );
+    assert!(
+        error.contains("--name NAME") && error.contains("[foreign]"),
+        "{error}"
+    );
+
+    let sidecar = format!(
+        "[foreign]\nname = \"cloud-relay\"\nversion = \"0.3.0\"\nsubscriptions = [\"{}\"]\n",
+        test_type("Ping")
+    );
+    std::fs::write(dir.join("cloud-relay.toml"), sidecar).unwrap();
+    let deployed = host
+        .deploy_upload(Some("cloud-relay"), bytes)
+        .await
+        .unwrap();
+    assert_eq!(deployed.plugin.version(), "0.3.0");
+    assert!(dir.join("cloud-relay.wasm").is_file());
+}

@@ -32,7 +32,7 @@ use serde::Serialize;
 use super::Host;
 use crate::dispatch::RunnerShape;
 use crate::metrics::Reload;
-use crate::plugin::Plugin;
+use crate::plugin::{NoForeignTable, Plugin};
 use crate::registry::Version;
 use crate::transport::Endpoint;
 use crate::watch::{Change, DirWatcher};
@@ -144,7 +144,20 @@ impl Host {
             None => {
                 let probe = self
                     .compile(dir.join("(upload).wasm"), Some(Arc::clone(&bytes)))
-                    .await?;
+                    .await
+                    .map_err(|error| {
+                        // Its sidecar, and so its name, is found only by the name it is
+                        // deployed under.
+                        if error.chain().any(|e| e.is::<NoForeignTable>()) {
+                            error.context(
+                                "deploy a component of a foreign world under its name (courier \
+                                 deploy FILE --name NAME), with its sidecar NAME.toml in the \
+                                 plugins directory",
+                            )
+                        } else {
+                            error
+                        }
+                    })?;
                 probe.plugin.name().to_owned()
             }
         };
