@@ -12,6 +12,7 @@ use wasmtime::component::Component;
 use crate::config::{PluginOverrides, PluginSettings};
 use crate::engine::CourierEngine;
 use crate::plugin::{HANDLER_EXPORT, Plugin};
+use crate::sandbox::foreign::World;
 
 /// What `inspect` found.
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +51,7 @@ pub fn inspect(engine: &CourierEngine, path: &Path) -> Result<Inspection> {
     let mut inspection = Inspection {
         file: path.display().to_string(),
         size_bytes: bytes.len() as u64,
-        world: None,
+        world: World::of(&component, engine.engine()).map(|world| world.name().to_owned()),
         name: None,
         version: None,
         subscriptions: Vec::new(),
@@ -58,18 +59,21 @@ pub fn inspect(engine: &CourierEngine, path: &Path) -> Result<Inspection> {
         exports,
         refusal: None,
     };
+    // A foreign component is described by its sidecar, if it has one beside it.
     let sidecar = path.with_extension("toml");
     let overrides = if sidecar.is_file() {
-        Some(PluginOverrides::from_file(&sidecar)?)
+        PluginOverrides::from_file(&sidecar).map(Some)
     } else {
-        None
+        Ok(None)
     };
-    let foreign = overrides.as_ref().and_then(|o| o.foreign.as_ref());
-    match Plugin::from_bytes_with(engine, &bytes, path, foreign, |_| {
-        Ok(PluginSettings::default())
-    }) {
+    let loaded = overrides.and_then(|overrides| {
+        let foreign = overrides.as_ref().and_then(|o| o.foreign.as_ref());
+        Plugin::from_bytes_with(engine, &bytes, path, foreign, |_| {
+            Ok(PluginSettings::default())
+        })
+    });
+    match loaded {
         Ok(plugin) => {
-            inspection.world = Some(plugin.world().name().to_owned());
             inspection.name = Some(plugin.name().to_owned());
             inspection.version = Some(plugin.version().to_owned());
             inspection.subscriptions = plugin.info().subscriptions.clone();
@@ -90,7 +94,8 @@ impl fmt::Display for Inspection {
             Some(world) => writeln!(f, "world:         {world}")?,
             None => writeln!(
                 f,
-                "world:         not a Courier plugin (no `{HANDLER_EXPORT}` export)"
+                "world:         not a Courier plugin (no `{HANDLER_EXPORT}` export, nor a \
+                 foreign handler)"
             )?,
         }
         if let (Some(name), Some(version)) = (&self.name, &self.version) {

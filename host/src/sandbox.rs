@@ -54,6 +54,8 @@ pub struct HostState {
     /// The consumed message, while `handle` runs; `None` during `describe`.
     parent: Option<Parent>,
     outbox: Outbox,
+    /// What the host holds for a component of a foreign world.
+    foreign: foreign::Held,
 }
 
 impl std::fmt::Debug for HostState {
@@ -88,6 +90,7 @@ impl HostState {
             identity,
             current,
             parent: None,
+            foreign: foreign::Held::default(),
         }
     }
 
@@ -97,6 +100,7 @@ impl HostState {
             .id
             .clone_into(&mut self.current.lock().unwrap_or_else(PoisonError::into_inner));
         self.outbox.clear();
+        self.foreign.begin();
         self.parent = Some(parent);
     }
 
@@ -110,9 +114,10 @@ impl HostState {
         &mut self.limits
     }
 
-    /// The instance's linear memory, all its memories together, in bytes.
+    /// The instance's memory, in bytes: its linear memories together, plus the messages the
+    /// host holds for it (a component of a foreign world builds its messages in the host).
     pub fn linear_memory_bytes(&self) -> u64 {
-        self.limits.linear_bytes as u64
+        (self.limits.linear_bytes + self.foreign.bytes()) as u64
     }
 
     fn stage(&mut self, route: Route, message: Outgoing) -> Result<String, BusError> {

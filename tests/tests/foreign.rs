@@ -44,12 +44,14 @@ redelivery_delays_ms = []
 [foreign]
 name = "relay"
 version = "2.1.0"
-subscriptions = ["{ping}", "{refuse}", "{flaky}"]
+subscriptions = ["{ping}", "{refuse}", "{flaky}", "{send_then_fail}", "{hoard}"]
 send_to = {{ "{command}" = "tap" }}
 "#,
         ping = test_type("Ping"),
         refuse = test_type("Refuse"),
         flaky = test_type("Flaky"),
+        send_then_fail = test_type("SendThenFail"),
+        hoard = test_type("Hoard"),
         command = test_type("RelayCommand"),
     )
 }
@@ -68,6 +70,7 @@ async fn a_wasi_messaging_component_handles_messages_and_its_follow_ups_are_deli
 
     let mut tap = Tap::new(&host, "tap", &[&test_type("Relayed")]).await;
     let mut request = PublishRequest::new(test_type("Ping"), json!({"n": 7}));
+    request.content_type = Some("application/json".into());
     request.correlation_id = Some("order-7".into());
     request.headers.insert("tenant".into(), "acme".into());
     let id = host.submit(request, "test").await.unwrap();
@@ -82,10 +85,7 @@ async fn a_wasi_messaging_component_handles_messages_and_its_follow_ups_are_deli
         json!({"n": 7}),
         "the data is relayed as is"
     );
-    assert_eq!(
-        event.content_type, "application/msgpack",
-        "the consumed one's"
-    );
+    assert_eq!(event.content_type, "application/json", "the consumed one's");
     assert_eq!(event.header("tenant"), Some("acme"), "metadata copied");
     assert_eq!(
         event.header("relayed-from"),
@@ -96,7 +96,7 @@ async fn a_wasi_messaging_component_handles_messages_and_its_follow_ups_are_deli
 
     assert_eq!(command.message_type, test_type("RelayCommand"));
     assert_eq!(
-        command.content_type, "application/json",
+        command.content_type, "application/msgpack",
         "set by the component"
     );
     assert_eq!(body_json(command), json!({"relayed": true}));
@@ -111,14 +111,18 @@ async fn a_wasi_messaging_component_handles_messages_and_its_follow_ups_are_deli
 }
 
 /// `permission-denied` is rejected at once; the other errors are retried, then dead-lettered.
-/// Neither releases what the handler sent before failing.
+/// What the handler sent before failing is not released. Messages the component builds in the
+/// host count against its memory cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_messaging_errors_are_rejected_or_retried_by_kind() {
     let (host, file) = foreign_host("wasi-relay-errors", "wasi-relay", &wasi_sidecar()).await;
     host.load_plugin(&file).await.unwrap();
-    publish(&host, &test_type("Refuse"), json!({})).await;
-    publish(&host, &test_type("Flaky"), json!({})).await;
-    let failed = drain_queue(&host, "relay_error", 2).await;
+    let mut leaked = Tap::new(&host, "tap", &[&test_type("Relayed")]).await;
+    for name in ["Refuse", "Flaky", "SendThenFail", "Hoard"] {
+        publish(&host, &test_type(name), json!({})).await;
+    }
+    let failed = drain_queue(&host, "relay_error", 4).await;
+    leaked.expect_nothing(Duration::from_millis(300)).await;
     let fault = |name: &str| {
         let m = failed
             .iter()
@@ -138,18 +142,52 @@ async fn wasi_messaging_errors_are_rejected_or_retried_by_kind() {
     let (reason, message) = fault("Flaky");
     assert_eq!(reason, "retries-exhausted");
     assert!(message.contains("no handling for"), "{message}");
+    let (reason, message) = fault("SendThenFail");
+    assert_eq!(reason, "retries-exhausted");
+    assert!(message.contains("failed after sending"), "{message}");
+    let (reason, message) = fault("Hoard");
+    assert_eq!(reason, "retries-exhausted");
+    assert!(
+        message.contains("memory cap exceeded: the handler holds"),
+        "{message}"
+    );
 }
 
-/// A wasmCloud component's publish becomes an event with its reply-to; a request is refused
-/// with the reason, as is a subject that is not a message type, and the component's error
-/// then dead-letters the message.
+/// With `instance = "reuse"`, one instance handles message after message; what it held for
+/// one message is gone by the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_wasi_messaging_instance_handles_one_message_after_another() {
+    let sidecar = wasi_sidecar().replace(
+        "immediate_retries = 0",
+        "immediate_retries = 0\ninstance = \"reuse\"\nconcurrency = 1",
+    );
+    let (host, file) = foreign_host("wasi-relay-reuse", "wasi-relay", &sidecar).await;
+    let plugin = host.load_plugin(&file).await.unwrap();
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Relayed")]).await;
+    for n in 0..5 {
+        publish(&host, &test_type("Ping"), json!({"n": n})).await;
+    }
+    let mut relayed: Vec<u64> = tap
+        .take(10)
+        .await
+        .iter()
+        .filter(|m| m.message_type == test_type("Relayed"))
+        .map(|m| body_json(m)["n"].as_u64().unwrap())
+        .collect();
+    relayed.sort_unstable();
+    assert_eq!(relayed, [0, 1, 2, 3, 4]);
+    assert_eq!(plugin.counts().handled(), 5);
+    tap.expect_nothing(Duration::from_millis(200)).await;
+}
+
+/// A wasmCloud component's publish becomes an event with its reply-to, in the sidecar's content
+/// type; a request is refused with the reason, as is a subject that is not a message type, and
+/// the error the component then returns is not retried, since a retry would be refused again.
+/// (The default redelivery delays would hold a retried message for over a minute.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wasmcloud_messaging_component_handles_messages_and_is_told_what_it_cannot_do() {
     let sidecar = format!(
         r#"
-immediate_retries = 0
-redelivery_delays_ms = []
-
 [foreign]
 name = "cloud-relay"
 version = "0.3.0"
@@ -166,12 +204,14 @@ content_type = "application/json"
 
     let mut tap = Tap::new(&host, "tap", &[&test_type("Relayed")]).await;
     let mut request = PublishRequest::new(test_type("Ping"), json!({"n": 3}));
-    request.content_type = Some("application/json".into());
     request.correlation_id = Some("order-3".into());
     let id = host.submit(request, "test").await.unwrap();
     let event = tap.next().await;
-    assert_eq!(body_json(&event), json!({"n": 3}));
-    assert_eq!(event.content_type, "application/json", "the sidecar's");
+    assert_eq!(
+        event.content_type, "application/json",
+        "the sidecar's, not the consumed one's"
+    );
+    assert_eq!(body_json(&event), json!({"relayed": true}));
     assert_eq!(event.reply_to.as_deref(), Some("wasmcloud-relay"));
     assert_eq!(event.initiator_id.as_deref(), Some(id.as_str()));
     assert_eq!(event.correlation_id.as_deref(), Some("order-3"));
@@ -180,12 +220,12 @@ content_type = "application/json"
     publish(&host, &test_type("Stray"), json!({})).await;
     let failed = drain_queue(&host, "cloud-relay_error", 2).await;
     let message = |name: &str| {
-        failed
+        let m = failed
             .iter()
             .find(|m| m.message_type == test_type(name))
-            .and_then(|m| m.header(headers::MESSAGE))
-            .unwrap_or_else(|| panic!("no dead letter for {name}"))
-            .to_owned()
+            .unwrap_or_else(|| panic!("no dead letter for {name}"));
+        assert_eq!(m.header(headers::REASON), Some("rejected"), "{name}");
+        m.header(headers::MESSAGE).unwrap().to_owned()
     };
     let ask = message("Ask");
     assert!(
@@ -302,4 +342,48 @@ async fn a_foreign_component_is_deployed_under_its_name() {
         .unwrap();
     assert_eq!(deployed.plugin.version(), "0.3.0");
     assert!(dir.join("cloud-relay.wasm").is_file());
+}
+
+/// A file serves one plugin: a sidecar edited to give the component another name is refused,
+/// and the plugin it serves goes on serving under its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_a_foreign_component_in_its_sidecar_is_refused() {
+    let (host, file) = foreign_host("foreign-rename", "wasi-relay", &wasi_sidecar()).await;
+    host.load_plugin(&file).await.unwrap();
+    let renamed = wasi_sidecar().replace("name = \"relay\"", "name = \"relay-2\"");
+    std::fs::write(file.with_extension("toml"), renamed).unwrap();
+    let error = format!("{:#}", host.load_plugin(&file).await.unwrap_err());
+    assert!(
+        error.contains("now named `relay-2`, but the file serves `relay`"),
+        "{error}"
+    );
+    let names: Vec<String> = host.plugins().iter().map(|p| p.name().to_owned()).collect();
+    assert_eq!(names, ["relay"]);
+}
+
+/// `courier inspect` tells a foreign component's world whether or not it would load, and says
+/// why it would not.
+#[test]
+fn inspect_names_the_foreign_world_and_what_is_missing() {
+    let engine = courier_host::CourierEngine::new(&test_engine_config()).unwrap();
+    let bare = foreign_file("foreign-inspect", "wasmcloud-relay", "");
+    std::fs::remove_file(bare.with_extension("toml")).unwrap();
+    let inspection = courier_host::inspect::inspect(&engine, &bare).unwrap();
+    assert_eq!(
+        inspection.world.as_deref(),
+        Some("wasmcloud:messaging@0.2.0")
+    );
+    assert!(inspection.name.is_none());
+    let refusal = inspection.refusal.unwrap();
+    assert!(refusal.contains("[foreign]"), "{refusal}");
+
+    let described = foreign_file("foreign-inspect-2", "wasi-relay", &wasi_sidecar());
+    let inspection = courier_host::inspect::inspect(&engine, &described).unwrap();
+    assert_eq!(
+        inspection.world.as_deref(),
+        Some("wasi:messaging/messaging-core@0.2.0-draft")
+    );
+    assert_eq!(inspection.name.as_deref(), Some("relay"));
+    assert_eq!(inspection.subscriptions.len(), 5);
+    assert!(inspection.refusal.is_none());
 }

@@ -164,8 +164,13 @@ impl Host {
         let file = file_for(&name);
         let version = self.compile(file.clone(), Some(bytes)).await?;
         if version.plugin.name() != name {
+            let named = if version.plugin.world().is_foreign() {
+                "is named by its sidecar's [foreign] table"
+            } else {
+                "describes itself"
+            };
             bail!(
-                "the uploaded component describes itself as `{}`, not `{name}`",
+                "the uploaded component {named} as `{}`, not `{name}`",
                 version.plugin.name()
             );
         }
@@ -291,6 +296,19 @@ impl Host {
         source: PluginSource,
     ) -> Result<Deployed> {
         let name = version.plugin.name().to_owned();
+        // A file serves one plugin: a new version that names another (a renamed `describe`,
+        // an edited `[foreign] name`) would leave the old one consuming beside it.
+        if let Some(serving) = self.registry.loaded_from(version.plugin.path())
+            && serving.name() != name
+        {
+            bail!(
+                "plugin {} refused: it is now named `{name}`, but the file serves `{}`; remove \
+                 the file (which drains `{}`), then add it again to serve it as `{name}`",
+                version.plugin.path().display(),
+                serving.name(),
+                serving.name()
+            );
+        }
         let Some(slot) = self.registry.get(&name) else {
             let slot = self.registry.register(version)?;
             if let Err(error) = self.dispatcher.start(Arc::clone(&slot)).await {

@@ -15,9 +15,16 @@
 //! - what the component sends without a content type takes the sidecar's `content_type`, or
 //!   else the consumed message's;
 //! - a wasi `timeout`, `connection` or `other` error is retried, `permission-denied` is
-//!   rejected; a wasmCloud error (a bare string) is retried.
+//!   rejected; a wasmCloud error (a bare string) is retried, unless the host refused something
+//!   the component asked for in that call, which no retry would change: then it is rejected;
+//! - `courier-*` headers are the host's: the component neither sees nor sets them, nor the
+//!   trace context of its follow-ups.
+//!
+//! A wasi component builds its messages in the host, so the bytes of the messages it holds
+//! count against its memory cap beside its linear memory.
 
 use wasmtime::Store;
+use wasmtime::bail;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, Resource};
 
 use super::HostState;
@@ -175,22 +182,29 @@ impl Instance {
         store: &mut Store<HostState>,
         message: &Message,
     ) -> wasmtime::Result<Result<(), HandleError>> {
-        match self {
+        let result = match self {
             Instance::Courier(bindings) => {
-                bindings.courier_bus_handler().call_handle(store, message)
+                return bindings.courier_bus_handler().call_handle(store, message);
             }
             Instance::WasiMessaging(bindings) => {
                 let received = ForeignMessage {
                     topic: Some(message.message_type.clone()),
                     content_type: Some(message.content_type.clone()),
                     data: message.body.clone(),
-                    metadata: Some(message.headers.clone()),
+                    metadata: Some(
+                        message
+                            .headers
+                            .iter()
+                            .filter(|(name, _)| !is_hosts_header(name))
+                            .cloned()
+                            .collect(),
+                    ),
                 };
-                let resource = store.data_mut().table.push(received)?;
+                let resource = store.data_mut().hold(received)?;
                 let result = bindings
                     .wasi_messaging_incoming_handler()
                     .call_handle(&mut *store, resource)?;
-                Ok(result.map_err(|error| match error {
+                result.map_err(|error| match error {
                     wasi_types::Error::Timeout => HandleError::Retry("timeout".into()),
                     wasi_types::Error::Connection(reason) => {
                         HandleError::Retry(format!("connection: {reason}"))
@@ -199,7 +213,7 @@ impl Instance {
                         HandleError::Reject(format!("permission denied: {reason}"))
                     }
                     wasi_types::Error::Other(reason) => HandleError::Retry(reason),
-                }))
+                })
             }
             Instance::WasmcloudMessaging(bindings) => {
                 let received = BrokerMessage {
@@ -207,12 +221,50 @@ impl Instance {
                     body: message.body.clone(),
                     reply_to: message.reply_to.clone(),
                 };
-                let result = bindings
+                bindings
                     .wasmcloud_messaging_handler()
-                    .call_handle_message(store, &received)?;
-                Ok(result.map_err(HandleError::Retry))
+                    .call_handle_message(&mut *store, &received)?
+                    .map_err(HandleError::Retry)
             }
-        }
+        };
+        // A refusal is permanent (an invalid message, a limit, a request): a retry would be
+        // refused the same way, so a failure that follows one is not retried.
+        let refusal = store.data_mut().foreign.refusal.take();
+        Ok(match (result, refusal) {
+            (Err(HandleError::Retry(reason)), Some(refusal)) => Err(HandleError::Reject(format!(
+                "{reason} (not retried: the host had refused the handler's request: {refusal})"
+            ))),
+            (result, _) => result,
+        })
+    }
+}
+
+/// Headers the host writes and reads itself: the `courier-*` ones, and the trace context.
+fn is_hosts_header(name: &str) -> bool {
+    name.get(..8)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("courier-"))
+        || crate::telemetry::is_trace_header(name)
+}
+
+/// What a handle costs the host beyond its bytes, so that empty messages are not free.
+const HANDLE_COST: usize = 64;
+
+/// What the host holds for a component of a foreign world: the bytes of the messages it has
+/// built or received and not yet dropped or sent, and what the host refused it in this call.
+#[derive(Debug, Default)]
+pub struct Held {
+    bytes: usize,
+    refusal: Option<String>,
+}
+
+impl Held {
+    /// A new call: what was refused in the last one no longer matters.
+    pub(super) fn begin(&mut self) {
+        self.refusal = None;
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -229,7 +281,67 @@ pub struct ForeignMessage {
     metadata: Option<Vec<(String, String)>>,
 }
 
+impl ForeignMessage {
+    /// What holding it costs the host, in bytes.
+    fn cost(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        HANDLE_COST
+            + text(&self.topic)
+            + text(&self.content_type)
+            + self.data.len()
+            + self
+                .metadata
+                .iter()
+                .flatten()
+                .map(|(key, value)| key.len() + value.len())
+                .sum::<usize>()
+    }
+}
+
 impl HostState {
+    /// Counts a change of `before` to `after` bytes held for the component; trapping, as the
+    /// memory cap does, if it would hold more than its cap beside its linear memory.
+    fn charge(&mut self, before: usize, after: usize) -> wasmtime::Result<()> {
+        let held = self.foreign.bytes.saturating_sub(before) + after;
+        if held + self.limits.linear_bytes > self.limits.memory_bytes {
+            bail!(
+                "memory cap exceeded: the handler holds {} KiB of messages in the host beside \
+                 {} KiB of linear memory, its cap is {} KiB",
+                held >> 10,
+                self.limits.linear_bytes >> 10,
+                self.limits.memory_bytes >> 10
+            );
+        }
+        self.foreign.bytes = held;
+        Ok(())
+    }
+
+    /// Holds a message for the component, counted against its cap.
+    fn hold(&mut self, message: ForeignMessage) -> wasmtime::Result<Resource<ForeignMessage>> {
+        self.charge(0, message.cost())?;
+        Ok(self.table.push(message)?)
+    }
+
+    /// Takes a message back from the component (dropped, or sent).
+    fn release(&mut self, message: Resource<ForeignMessage>) -> wasmtime::Result<ForeignMessage> {
+        let message = self.table.delete(message)?;
+        self.foreign.bytes = self.foreign.bytes.saturating_sub(message.cost());
+        Ok(message)
+    }
+
+    /// Changes a message the component holds, counting what it costs now.
+    fn edit(
+        &mut self,
+        message: &Resource<ForeignMessage>,
+        change: impl FnOnce(&mut ForeignMessage),
+    ) -> wasmtime::Result<()> {
+        let held = self.table.get_mut(message)?;
+        let before = held.cost();
+        change(held);
+        let after = held.cost();
+        self.charge(before, after)
+    }
+
     /// Stages a message a foreign component sends on `topic`.
     fn stage_foreign(
         &mut self,
@@ -247,13 +359,13 @@ impl HostState {
             Some(endpoint) => Route::Send(endpoint.clone()),
             None => Route::Publish,
         };
-        // The follow-up's trace context is the host's to set: a component that copies the
-        // metadata it received would otherwise make its follow-ups siblings of its message.
+        // The host's headers (the follow-up's trace context, the first failure of a
+        // redelivered message) are the host's to set, whatever a component copies over.
         let headers = headers
             .into_iter()
-            .filter(|(name, _)| !crate::telemetry::is_trace_header(name))
+            .filter(|(name, _)| !is_hosts_header(name))
             .collect();
-        self.stage(
+        let staged = self.stage(
             route,
             Outgoing {
                 message_type: topic,
@@ -266,7 +378,11 @@ impl HostState {
                 delay_ms: None,
                 ttl_ms: None,
             },
-        )
+        );
+        if let Err(BusError::Denied(reason) | BusError::Invalid(reason)) = &staged {
+            self.foreign.refusal = Some(reason.clone());
+        }
+        staged
     }
 }
 
@@ -277,6 +393,7 @@ impl wasi_types::HostClient for HostState {
         &mut self,
         _name: String,
     ) -> wasmtime::Result<Result<Resource<Client>, wasi_types::Error>> {
+        self.charge(0, HANDLE_COST)?;
         Ok(Ok(self.table.push(Client)?))
     }
 
@@ -290,16 +407,17 @@ impl wasi_types::HostClient for HostState {
 
     fn drop(&mut self, client: Resource<Client>) -> wasmtime::Result<()> {
         self.table.delete(client)?;
+        self.foreign.bytes = self.foreign.bytes.saturating_sub(HANDLE_COST);
         Ok(())
     }
 }
 
 impl wasi_types::HostMessage for HostState {
     fn new(&mut self, data: Vec<u8>) -> wasmtime::Result<Resource<ForeignMessage>> {
-        Ok(self.table.push(ForeignMessage {
+        self.hold(ForeignMessage {
             data,
             ..ForeignMessage::default()
-        })?)
+        })
     }
 
     fn topic(&mut self, message: Resource<ForeignMessage>) -> wasmtime::Result<Option<String>> {
@@ -318,8 +436,7 @@ impl wasi_types::HostMessage for HostState {
         message: Resource<ForeignMessage>,
         content_type: String,
     ) -> wasmtime::Result<()> {
-        self.table.get_mut(&message)?.content_type = Some(content_type);
-        Ok(())
+        self.edit(&message, |m| m.content_type = Some(content_type))
     }
 
     fn data(&mut self, message: Resource<ForeignMessage>) -> wasmtime::Result<Vec<u8>> {
@@ -331,8 +448,7 @@ impl wasi_types::HostMessage for HostState {
         message: Resource<ForeignMessage>,
         data: Vec<u8>,
     ) -> wasmtime::Result<()> {
-        self.table.get_mut(&message)?.data = data;
-        Ok(())
+        self.edit(&message, |m| m.data = data)
     }
 
     fn metadata(
@@ -348,16 +464,13 @@ impl wasi_types::HostMessage for HostState {
         key: String,
         value: String,
     ) -> wasmtime::Result<()> {
-        let metadata = self
-            .table
-            .get_mut(&message)?
-            .metadata
-            .get_or_insert_default();
-        match metadata.iter_mut().find(|(name, _)| *name == key) {
-            Some(entry) => entry.1 = value,
-            None => metadata.push((key, value)),
-        }
-        Ok(())
+        self.edit(&message, |m| {
+            let metadata = m.metadata.get_or_insert_default();
+            match metadata.iter_mut().find(|(name, _)| *name == key) {
+                Some(entry) => entry.1 = value,
+                None => metadata.push((key, value)),
+            }
+        })
     }
 
     fn set_metadata(
@@ -365,8 +478,7 @@ impl wasi_types::HostMessage for HostState {
         message: Resource<ForeignMessage>,
         metadata: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
-        self.table.get_mut(&message)?.metadata = Some(metadata);
-        Ok(())
+        self.edit(&message, |m| m.metadata = Some(metadata))
     }
 
     fn remove_metadata(
@@ -374,14 +486,15 @@ impl wasi_types::HostMessage for HostState {
         message: Resource<ForeignMessage>,
         key: String,
     ) -> wasmtime::Result<()> {
-        if let Some(metadata) = &mut self.table.get_mut(&message)?.metadata {
-            metadata.retain(|(name, _)| *name != key);
-        }
-        Ok(())
+        self.edit(&message, |m| {
+            if let Some(metadata) = &mut m.metadata {
+                metadata.retain(|(name, _)| *name != key);
+            }
+        })
     }
 
     fn drop(&mut self, message: Resource<ForeignMessage>) -> wasmtime::Result<()> {
-        self.table.delete(message)?;
+        self.release(message)?;
         Ok(())
     }
 }
@@ -394,7 +507,7 @@ impl wasi::wasi::messaging::producer::Host for HostState {
         message: Resource<ForeignMessage>,
     ) -> wasmtime::Result<Result<(), wasi_types::Error>> {
         self.table.get(&client)?;
-        let message = self.table.delete(message)?;
+        let message = self.release(message)?;
         let staged = self.stage_foreign(
             topic,
             message.content_type,
@@ -419,10 +532,12 @@ impl wasmcloud::wasmcloud::messaging::consumer::Host for HostState {
         _body: Vec<u8>,
         _timeout_ms: u32,
     ) -> Result<BrokerMessage, String> {
-        Err(format!(
+        let refusal = format!(
             "request on {subject} is not supported: what a handler sends leaves only once it \
              has succeeded, so no reply can arrive while it runs; publish instead"
-        ))
+        );
+        self.foreign.refusal = Some(refusal.clone());
+        Err(refusal)
     }
 
     fn publish(&mut self, message: BrokerMessage) -> Result<(), String> {
