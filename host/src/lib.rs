@@ -37,6 +37,7 @@ pub mod publish;
 pub mod recoverability;
 pub mod registry;
 pub mod sandbox;
+pub mod scaffold;
 pub mod session;
 pub mod signal;
 pub mod stats;

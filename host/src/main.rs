@@ -85,6 +85,34 @@ enum Command {
         #[command(flatten)]
         admin: AdminClientArgs,
     },
+    /// Create a plugin project that builds and has a passing test: NAME/, with the SDK of its
+    /// language and the WIT contract in NAME/sdk/.
+    New {
+        /// The plugin's name: a-z, 0-9 and `-`, starting with a letter.
+        name: String,
+        /// The language: rust, python, js or c.
+        #[arg(long)]
+        lang: courier_host::scaffold::Language,
+        /// Where to create the project's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Work on components.
+    #[command(subcommand)]
+    Component(ComponentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ComponentCommand {
+    /// Make a core WebAssembly module that implements the Courier contract (what clang makes of
+    /// a C plugin) a component: the contract embedded, WASI preview 1 adapted to WASI 0.2.
+    New {
+        /// The core module (`.wasm`).
+        module: PathBuf,
+        /// Where to write the component.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -331,6 +359,10 @@ fn main() -> ExitCode {
         Command::Deploy { file, name, admin } => deploy(&admin, &file, name.as_deref()),
         Command::Rollback { name, admin } => change_plugin(&admin, "rollback", &name),
         Command::Remove { name, admin } => change_plugin(&admin, "remove", &name),
+        Command::New { name, lang, dir } => new_project(&name, lang, &dir),
+        Command::Component(ComponentCommand::New { module, output }) => {
+            new_component(&module, &output)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -842,6 +874,35 @@ fn inspect_file(file: &Path, json: bool) -> Result<()> {
     } else {
         print!("{inspection}");
     }
+    Ok(())
+}
+
+fn new_project(
+    name: &str,
+    language: courier_host::scaffold::Language,
+    parent: &Path,
+) -> Result<()> {
+    let dir = courier_host::scaffold::create(name, language, parent)?;
+    println!(
+        "created {} ({language}); see {}",
+        dir.display(),
+        dir.join("README.md").display()
+    );
+    Ok(())
+}
+
+fn new_component(module: &Path, output: &Path) -> Result<()> {
+    let bytes =
+        std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
+    let component = courier_host::scaffold::component_from_module(&bytes)
+        .with_context(|| format!("{} cannot be made a Courier component", module.display()))?;
+    // Written under a temporary name and renamed, so a plugins directory never sees half of it.
+    let partial = output.with_extension("wasm.partial");
+    std::fs::write(&partial, &component)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    println!("wrote {} ({} bytes)", output.display(), component.len());
     Ok(())
 }
 
