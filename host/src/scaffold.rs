@@ -335,27 +335,12 @@ fn js_package(name: &str) -> Result<String> {
 const COURIER_WIT: &str = include_str!("../../wit/courier.wit");
 
 /// A core module that implements the `plugin` world (compiled by clang against the C SDK, say)
-/// made a component: the world's type information embedded, and its WASI preview 1 imports
-/// adapted to WASI 0.2 by the reactor adapter built for this host's wasmtime.
+/// made a component (see `courier_componentize`).
 pub fn component_from_module(module: &[u8]) -> Result<Vec<u8>> {
     let mut resolve = wit_parser::Resolve::default();
     let package = resolve.push_str("courier.wit", COURIER_WIT)?;
     let world = resolve.select_world(&[package], Some("plugin"))?;
-    let mut module = module.to_vec();
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )?;
-    wit_component::ComponentEncoder::default()
-        .validate(true)
-        .module(&module)?
-        .adapter(
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-        )?
-        .encode()
+    courier_componentize::component_from_module(&resolve, world, module)
 }
 
 #[cfg(test)]

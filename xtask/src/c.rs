@@ -17,7 +17,6 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 use wit_bindgen_core::Files;
-use wit_component::StringEncoding;
 use wit_parser::{Resolve, WorldId};
 
 use crate::polyglot;
@@ -101,8 +100,9 @@ pub fn build(root: &Path) -> Result<()> {
     for name in &names {
         polyglot::copy_sidecar(&root.join("plugins/c").join(name), &out, name)?;
     }
-    // The recipe is an input too: the flags below, and the adapter's and wit-component's
-    // versions in the lockfile. A rebuild takes a fraction of a second.
+    // The recipe is an input too: the flags below, how a module is made a component, and the
+    // adapter's and wit-component's versions in the lockfile. A rebuild takes a fraction of a
+    // second.
     let inputs = [
         root.join("wit"),
         root.join("guest-sdk/c/include"),
@@ -110,6 +110,7 @@ pub fn build(root: &Path) -> Result<()> {
         root.join("guest-sdk/c/bindings"),
         root.join("plugins/c"),
         root.join("xtask/src/c.rs"),
+        root.join("componentize/src"),
         root.join("Cargo.lock"),
     ];
     let pending = polyglot::out_of_date(&names, &out, &inputs);
@@ -122,8 +123,9 @@ pub fn build(root: &Path) -> Result<()> {
         let component = out.join(format!("{name}.wasm"));
         let module = out.join(format!("{name}.core.wasm"));
         compile(root, &root.join("plugins/c").join(&name), &module)?;
-        let bytes = componentize(&resolve, world, &std::fs::read(&module)?)
-            .with_context(|| format!("cannot make plugins/c/{name} a component"))?;
+        let bytes =
+            courier_componentize::component_from_module(&resolve, world, &std::fs::read(&module)?)
+                .with_context(|| format!("cannot make plugins/c/{name} a component"))?;
         std::fs::remove_file(&module)?;
         // Written under a temporary name, so that a build cut short never leaves a component
         // that looks up to date.
@@ -190,21 +192,6 @@ fn compile(root: &Path, plugin: &Path, module: &Path) -> Result<()> {
             plugin.display()
         )
     })
-}
-
-/// The component of a core module: the world's type information embedded, and the WASI
-/// preview 1 imports adapted to WASI 0.2.
-fn componentize(resolve: &Resolve, world: WorldId, module: &[u8]) -> Result<Vec<u8>> {
-    let mut module = module.to_vec();
-    wit_component::embed_component_metadata(&mut module, resolve, world, StringEncoding::UTF8)?;
-    wit_component::ComponentEncoder::default()
-        .validate(true)
-        .module(&module)?
-        .adapter(
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-        )?
-        .encode()
 }
 
 /// The C SDK's own unit tests: its value tree and codecs, built for this machine with its C
