@@ -90,10 +90,10 @@ enum Command {
     New {
         /// The plugin's name: a-z, 0-9 and `-`, starting with a letter.
         name: String,
-        /// The language: rust, python, js or c.
+        /// The language.
         #[arg(long)]
         lang: courier_host::scaffold::Language,
-        /// Where to create the project's directory.
+        /// Where to create the project's directory (NAME/ inside it).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
@@ -883,10 +883,11 @@ fn new_project(
     parent: &Path,
 ) -> Result<()> {
     let dir = courier_host::scaffold::create(name, language, parent)?;
+    println!("created {} ({language})", dir.display());
     println!(
-        "created {} ({language}); see {}",
+        "next: cd {} && {}",
         dir.display(),
-        dir.join("README.md").display()
+        courier_host::scaffold::next_steps(language)
     );
     Ok(())
 }
@@ -900,8 +901,10 @@ fn new_component(module: &Path, output: &Path) -> Result<()> {
     let partial = output.with_extension("wasm.partial");
     std::fs::write(&partial, &component)
         .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, output)
-        .with_context(|| format!("cannot write {}", output.display()))?;
+    if let Err(error) = std::fs::rename(&partial, output) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error).with_context(|| format!("cannot write {}", output.display()));
+    }
     println!("wrote {} ({} bytes)", output.display(), component.len());
     Ok(())
 }

@@ -12,15 +12,16 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 
 /// The language of a new plugin project.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Language {
     Rust,
+    #[value(alias = "py")]
     Python,
+    #[value(alias = "javascript")]
     Js,
     C,
 }
@@ -41,17 +42,6 @@ impl Language {
 impl fmt::Display for Language {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for Language {
-    type Err = anyhow::Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        Language::ALL
-            .into_iter()
-            .find(|language| language.name() == text)
-            .ok_or_else(|| anyhow!("unknown language `{text}`: use rust, python, js or c"))
     }
 }
 
@@ -91,6 +81,9 @@ const RUST_MANIFESTS: Files = repository_files![
 
 const WORKSPACE_MANIFEST: &str = include_str!("../../Cargo.toml");
 
+/// The Rust release Courier is built with, which a Rust project pins too.
+const TOOLCHAIN: &str = include_str!("../../rust-toolchain.toml");
+
 const PYTHON_SDK: Files = repository_files![
     "guest-sdk/python/courier/__init__.py",
     "guest-sdk/python/courier/core.py",
@@ -125,11 +118,13 @@ const RUST_TEMPLATES: Files = templates!["rust":
 ];
 
 const PYTHON_TEMPLATES: Files = templates!["python":
-    "app.py" => "app.py",
-    "greeting.py" => "greeting.py",
+    "src/app.py" => "src/app.py",
+    "src/greeting.py" => "src/greeting.py",
     "test_greeting.py" => "test_greeting.py",
     "plugin.toml" => "plugin.toml",
     "build.sh" => "build.sh",
+    "test.sh" => "test.sh",
+    "tools.sh" => "tools.sh",
     "README.md" => "README.md",
     ".gitignore" => "gitignore",
 ];
@@ -154,18 +149,46 @@ const C_TEMPLATES: Files = templates!["c":
     ".gitignore" => "gitignore",
 ];
 
-/// The names a project may have: a plugin name that is also a Rust crate, a Python module
-/// directory and an npm package name.
+/// Names a project may not have: Rust's own crates, the SDK's crates (which are in the
+/// project's workspace), and names a Windows directory cannot have.
+const RESERVED: [&str; 15] = [
+    "alloc",
+    "core",
+    "std",
+    "test",
+    "proc-macro",
+    "self",
+    "super",
+    "crate",
+    "courier-sdk",
+    "courier-sdk-macros",
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    "com1",
+];
+
+/// The names a project may have: a plugin name that is also a Rust crate, an npm package name
+/// and a directory anywhere; words of a-z and 0-9 joined by single `-`, so that each name has
+/// a namespace of its own.
 fn check_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
     let valid = name.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.split('-').all(|word| {
+            !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
     if !valid {
         bail!(
-            "`{name}` cannot name a plugin project: use 1 to 64 of a-z, 0-9 and `-`, starting \
-             with a letter"
+            "`{name}` cannot name a plugin project: use words of a-z and 0-9 joined by single \
+             `-`, starting with a letter, 64 characters at most"
         );
+    }
+    if RESERVED.contains(&name) {
+        bail!("`{name}` cannot name a plugin project: the name is reserved");
     }
     Ok(())
 }
@@ -184,18 +207,81 @@ fn namespace(name: &str) -> String {
         .collect()
 }
 
-/// Creates the project `parent/name`, which must not exist yet; returns its directory.
+/// Creates the project `parent/name`, which must not exist yet; returns its directory. The
+/// project is written into a temporary directory beside it and renamed into place, so a failure
+/// leaves nothing behind.
 pub fn create(name: &str, language: Language, parent: &Path) -> Result<PathBuf> {
     check_name(name)?;
     let dir = parent.join(name);
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
+    let files = project_files(name, language)?;
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot write into {}", parent.display()))?;
+    for (path, text) in &files {
+        let file = staging.path().join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+        if path.ends_with(".sh") {
+            make_executable(&file)?;
+        }
+    }
+    // `rename` onto a directory that appeared meanwhile fails rather than merging into it.
+    std::fs::rename(staging.path(), &dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    // The staging directory is gone: nothing is left for its guard to remove.
+    let _ = staging.keep();
+    Ok(dir)
+}
+
+/// The fields a template is filled with, each written `{{field}}`.
+fn fields(name: &str) -> Result<[(&'static str, String); 6]> {
+    let toolchain: toml::Table = TOOLCHAIN.parse()?;
+    let workspace: toml::Table = WORKSPACE_MANIFEST.parse()?;
+    let text = |value: Option<&toml::Value>, what: &str| {
+        value
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+            .with_context(|| format!("Courier was built without {what}"))
+    };
+    Ok([
+        ("name", name.to_owned()),
+        ("crate", name.replace('-', "_")),
+        ("Namespace", namespace(name)),
+        ("version", env!("CARGO_PKG_VERSION").to_owned()),
+        (
+            "toolchain",
+            text(
+                toolchain.get("toolchain").and_then(|t| t.get("channel")),
+                "a toolchain channel",
+            )?,
+        ),
+        (
+            "rust_version",
+            text(
+                workspace
+                    .get("workspace")
+                    .and_then(|w| w.get("package"))
+                    .and_then(|p| p.get("rust-version")),
+                "a rust-version",
+            )?,
+        ),
+    ])
+}
+
+/// Every file of the project: its path in the project and its text.
+fn project_files(name: &str, language: Language) -> Result<Vec<(String, String)>> {
+    let fields = fields(name)?;
     let fill = |text: &str| {
-        text.replace("{{name}}", name)
-            .replace("{{crate}}", &name.replace('-', "_"))
-            .replace("{{Namespace}}", &namespace(name))
-            .replace("{{version}}", env!("CARGO_PKG_VERSION"))
+        fields.iter().fold(text.to_owned(), |text, (field, value)| {
+            text.replace(&format!("{{{{{field}}}}}"), value)
+        })
     };
     let mut files: Vec<(String, String)> = Vec::new();
     let mut vendor = |set: Files| {
@@ -229,20 +315,17 @@ pub fn create(name: &str, language: Language, parent: &Path) -> Result<PathBuf> 
     for (path, text) in templates {
         files.push(((*path).to_owned(), fill(text)));
     }
+    Ok(files)
+}
 
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (path, text) in &files {
-        let file = dir.join(path);
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
-        if path.ends_with(".sh") {
-            make_executable(&file)?;
-        }
+/// What to do next, as the project's README says it.
+pub fn next_steps(language: Language) -> &'static str {
+    match language {
+        Language::Rust => "cargo test && cargo build --release --target wasm32-wasip2",
+        Language::Python => "./test.sh && ./build.sh",
+        Language::Js => "npm install && npm test && npm run build",
+        Language::C => "./test.sh && ./build.sh",
     }
-    Ok(dir)
 }
 
 #[cfg(unix)]
@@ -258,8 +341,10 @@ fn make_executable(_file: &Path) -> Result<()> {
 }
 
 /// A manifest of the Rust SDK with what it inherits from the Courier workspace written out,
-/// so that it builds in a workspace of its own. Its lints and its dev-dependencies (the SDK's
-/// own tests) are left out.
+/// so that it builds in a workspace of its own: an inherited dependency is the workspace's,
+/// with the keys the manifest gives beside `workspace = true` laid over it (its features
+/// added to the workspace's), as cargo does. Its lints and its dev-dependencies (the SDK's own
+/// tests) are left out.
 fn standalone_manifest(text: &str) -> Result<String> {
     let workspace: toml::Table = WORKSPACE_MANIFEST.parse()?;
     let inherited = |section: &str| {
@@ -293,14 +378,42 @@ fn standalone_manifest(text: &str) -> Result<String> {
     {
         for (name, value) in deps.iter_mut() {
             if is_inherited(value) {
-                *value = dependencies
+                let inherited = dependencies
                     .get(name)
-                    .cloned()
                     .with_context(|| format!("the workspace has no dependency {name}"))?;
+                *value = overlay(inherited, value);
             }
         }
     }
     Ok(toml::to_string(&manifest)?)
+}
+
+/// The workspace's `inherited` dependency with a member's own keys (`local`) laid over it.
+fn overlay(inherited: &toml::Value, local: &toml::Value) -> toml::Value {
+    let mut merged = match inherited {
+        toml::Value::String(version) => {
+            let mut table = toml::Table::new();
+            table.insert("version".into(), toml::Value::String(version.clone()));
+            table
+        }
+        other => other.as_table().cloned().unwrap_or_default(),
+    };
+    for (key, value) in local.as_table().into_iter().flatten() {
+        match (key.as_str(), merged.get_mut(key)) {
+            ("workspace", _) => {}
+            ("features", Some(toml::Value::Array(features))) => {
+                for feature in value.as_array().into_iter().flatten() {
+                    if !features.contains(feature) {
+                        features.push(feature.clone());
+                    }
+                }
+            }
+            _ => {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    toml::Value::Table(merged)
 }
 
 fn is_inherited(value: &toml::Value) -> bool {
@@ -320,7 +433,7 @@ fn js_package(name: &str) -> Result<String> {
         "type": "module",
         "scripts": {
             "build": format!(
-                "node sdk/guest-sdk/js/build.mjs index.js {name}.wasm && cp plugin.toml {name}.toml"
+                "node sdk/guest-sdk/js/build.mjs index.js {name}.wasm && node -e \"require('fs').copyFileSync('plugin.toml', '{name}.toml')\""
             ),
             "test": "node --test",
         },
@@ -354,8 +467,81 @@ mod tests {
         for good in ["greeter", "order-audit", "a1"] {
             assert!(check_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "Greeter", "1st", "-a", "a_b", "a.b", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "Greeter",
+            "1st",
+            "-a",
+            "a-",
+            "a--b",
+            "a_b",
+            "a.b",
+            "test",
+            "courier-sdk",
+            &"a".repeat(65),
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Every template field is filled, in every language.
+    #[test]
+    fn no_field_is_left_unfilled() {
+        for language in Language::ALL {
+            for (path, text) in project_files("order-audit", language).unwrap() {
+                let mut rest = text.as_str();
+                while let Some(start) = rest.find("{{") {
+                    let field = &rest[start + 2..];
+                    let end = field.find("}}").unwrap_or(field.len());
+                    assert!(
+                        !field[..end]
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "{language}: {path} leaves {{{{{}}}}}",
+                        &field[..end]
+                    );
+                    rest = &field[end..];
+                }
+            }
+        }
+    }
+
+    /// What a project vendors is every source file of its SDK (tests and build artefacts
+    /// aside): a file added to an SDK must be added to its list here.
+    #[test]
+    fn every_sdk_source_is_vendored() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let lists: [(&[&str], Vec<Files>); 4] = [
+            (
+                &["guest-sdk/rust/src", "guest-sdk/rust/macros/src"],
+                vec![RUST_SDK, RUST_MANIFESTS],
+            ),
+            (&["guest-sdk/python/courier"], vec![PYTHON_SDK]),
+            (&["guest-sdk/js/src"], vec![JS_SDK]),
+            (
+                &[
+                    "guest-sdk/c/include",
+                    "guest-sdk/c/src",
+                    "guest-sdk/c/bindings",
+                ],
+                vec![C_SDK],
+            ),
+        ];
+        for (dirs, files) in lists {
+            let vendored: Vec<&str> = files
+                .iter()
+                .flat_map(|f| f.iter().map(|(p, _)| *p))
+                .collect();
+            for dir in dirs {
+                for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_file() {
+                        let relative =
+                            format!("{dir}/{}", path.file_name().unwrap().to_string_lossy());
+                        assert!(vendored.contains(&relative.as_str()), "{relative}");
+                    }
+                }
+            }
         }
     }
 

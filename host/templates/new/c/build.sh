@@ -2,12 +2,28 @@
 # Builds {{name}}.wasm: clang compiles the handler and the Courier SDK into a WASI preview 1
 # core module; `courier component new` embeds the Courier contract into it and adapts it to
 # WASI 0.2, which makes it a component. Needs clang 16 or later with a wasm32-wasi sysroot
-# (Debian: clang-16 lld-16 wasi-libc libclang-rt-16-dev-wasm32; CLANG names another) and the
-# `courier` command (COURIER names another).
+# (CLANG names it; by default clang-16, else clang) and the `courier` command (COURIER names
+# it; by default the one on PATH).
 set -eu
 cd "$(dirname "$0")"
-clang=${CLANG:-clang-16}
+if [ -n "${CLANG:-}" ]; then
+    clang=$CLANG
+elif command -v clang-16 >/dev/null 2>&1; then
+    clang=clang-16
+else
+    clang=clang
+fi
 courier=${COURIER:-courier}
+if ! command -v "$clang" >/dev/null 2>&1; then
+    echo "error: $clang not found: install clang 16 or later with a wasm32-wasi sysroot" >&2
+    echo "  (Debian: apt-get install clang-16 lld-16 wasi-libc libclang-rt-16-dev-wasm32)," >&2
+    echo "  or set CLANG to one" >&2
+    exit 1
+fi
+if ! command -v "$courier" >/dev/null 2>&1; then
+    echo "error: $courier not found: put courier on PATH, or set COURIER to it" >&2
+    exit 1
+fi
 mkdir -p .build
 # Every .c file here but the unit tests.
 sources=""

@@ -2,7 +2,8 @@ import sys
 import unittest
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "sdk" / "guest-sdk" / "python"))
+here = Path(__file__).resolve().parent
+sys.path[:0] = [str(here / "src"), str(here / "sdk" / "guest-sdk" / "python")]
 
 from greeting import SayHello, greet  # noqa: E402
 
