@@ -81,6 +81,7 @@ impl HostState {
             memory_bytes: usize::try_from(identity.memory_bytes).unwrap_or(usize::MAX),
             linear_bytes: 0,
             pending_bytes: 0,
+            held_bytes: 0,
         };
         HostState {
             wasi: wasi.build(),
@@ -117,7 +118,7 @@ impl HostState {
     /// The instance's memory, in bytes: its linear memories together, plus the messages the
     /// host holds for it (a component of a foreign world builds its messages in the host).
     pub fn linear_memory_bytes(&self) -> u64 {
-        (self.limits.linear_bytes + self.foreign.bytes()) as u64
+        (self.limits.linear_bytes + self.limits.held_bytes) as u64
     }
 
     fn stage(&mut self, route: Route, message: Outgoing) -> Result<String, BusError> {
@@ -141,6 +142,9 @@ struct Limits {
     linear_bytes: usize,
     /// The growth last allowed, taken back if wasmtime then fails to grow the memory.
     pending_bytes: usize,
+    /// What the host holds for the instance (the messages a foreign component builds), counted
+    /// against the cap beside its memory.
+    held_bytes: usize,
 }
 
 impl ResourceLimiter for Limits {
@@ -150,7 +154,16 @@ impl ResourceLimiter for Limits {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        if desired.saturating_add(self.held_bytes) > self.memory_bytes {
+            if self.held_bytes > 0 {
+                wasmtime::bail!(
+                    "memory cap exceeded: the handler asked for {} KiB beside {} KiB of messages \
+                     held in the host, its cap is {} KiB",
+                    desired >> 10,
+                    self.held_bytes >> 10,
+                    self.memory_bytes >> 10
+                );
+            }
             wasmtime::bail!(
                 "memory cap exceeded: the handler asked for {} KiB, its cap is {} KiB",
                 desired >> 10,

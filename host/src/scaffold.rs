@@ -151,7 +151,7 @@ const C_TEMPLATES: Files = templates!["c":
 
 /// Names a project may not have: Rust's own crates, the SDK's crates (which are in the
 /// project's workspace), and names a Windows directory cannot have.
-const RESERVED: [&str; 15] = [
+const RESERVED: [&str; 14] = [
     "alloc",
     "core",
     "std",
@@ -166,7 +166,6 @@ const RESERVED: [&str; 15] = [
     "prn",
     "aux",
     "nul",
-    "com1",
 ];
 
 /// The names a project may have: a plugin name that is also a Rust crate, an npm package name
@@ -187,7 +186,11 @@ fn check_name(name: &str) -> Result<()> {
              `-`, starting with a letter, 64 characters at most"
         );
     }
-    if RESERVED.contains(&name) {
+    let device = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .is_some_and(|n| n.len() == 1 && n.as_bytes()[0].is_ascii_digit())
+    };
+    if RESERVED.contains(&name) || device("com") || device("lpt") {
         bail!("`{name}` cannot name a plugin project: the name is reserved");
     }
     Ok(())
@@ -232,7 +235,8 @@ pub fn create(name: &str, language: Language, parent: &Path) -> Result<PathBuf> 
             make_executable(&file)?;
         }
     }
-    // `rename` onto a directory that appeared meanwhile fails rather than merging into it.
+    // `rename` onto a directory that appeared meanwhile fails unless that one is empty; it
+    // never merges into one.
     std::fs::rename(staging.path(), &dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     // The staging directory is gone: nothing is left for its guard to remove.
@@ -478,6 +482,7 @@ mod tests {
             "a.b",
             "test",
             "courier-sdk",
+            "com3",
             &"a".repeat(65),
         ] {
             assert!(check_name(bad).is_err(), "{bad}");

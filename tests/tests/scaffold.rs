@@ -119,14 +119,14 @@ async fn a_new_python_project_builds_passes_its_test_and_greets() {
     let (_parent, dir) = new_project("python");
     let venv = repository().join("target/polyglot/venv");
     let script = |name: &str| {
-        let mut script = Command::new(name);
+        let mut script = Command::new(dir.join(name));
         if venv.join("bin/componentize-py").is_file() {
             script.env("COURIER_VENV", &venv);
         }
         script
     };
-    step(&dir, &mut script("./build.sh"));
-    let tested = step(&dir, &mut script("./test.sh"));
+    step(&dir, &mut script("build.sh"));
+    let tested = step(&dir, &mut script("test.sh"));
     assert!(
         tested.contains("Ran 1 test") && tested.contains("OK"),
         "{tested}"
@@ -150,11 +150,9 @@ async fn a_new_javascript_project_builds_passes_its_test_and_greets() {
         );
     }
     step(&dir, Command::new("npm").args(["run", "build"]));
+    // `step` checks that the test run succeeded; the test's name shows in every reporter.
     let tested = step(&dir, Command::new("npm").arg("test"));
-    assert!(
-        tested.contains("# pass 1") && tested.contains("# fail 0"),
-        "{tested}"
-    );
+    assert!(tested.contains("greets by name"), "{tested}");
     assert!(dir.join("hello-js.toml").is_file(), "the sidecar");
     greets(&dir.join("hello-js.wasm"), "js").await;
 }
@@ -164,9 +162,9 @@ async fn a_new_c_project_builds_passes_its_test_and_greets() {
     let (_parent, dir) = new_project("c");
     step(
         &dir,
-        Command::new("./build.sh").env("COURIER", courier_bin()),
+        Command::new(dir.join("build.sh")).env("COURIER", courier_bin()),
     );
-    let tested = step(&dir, &mut Command::new("./test.sh"));
+    let tested = step(&dir, &mut Command::new(dir.join("test.sh")));
     assert!(tested.contains("greeting: ok"), "{tested}");
     greets(&dir.join("hello-c.wasm"), "c").await;
 }

@@ -147,15 +147,20 @@ impl Host {
                     .await
                     .map_err(|error| {
                         // Its sidecar, and so its name, is found only by the name it is
-                        // deployed under.
-                        if error.chain().any(|e| e.is::<NoForeignTable>()) {
-                            error.context(
-                                "deploy a component of a foreign world under its name (courier \
-                                 deploy FILE --name NAME), with its sidecar NAME.toml in the \
-                                 plugins directory",
-                            )
-                        } else {
-                            error
+                        // deployed under: the refusal of the probe would name a sidecar of
+                        // the probe's own.
+                        match error
+                            .chain()
+                            .find_map(|e| e.downcast_ref::<NoForeignTable>())
+                        {
+                            Some(refusal) => anyhow::anyhow!(
+                                "the uploaded component is written for {}, which cannot say \
+                                 its name or subscriptions: deploy it under its name (courier \
+                                 deploy FILE --name NAME), with the plugin's sidecar, holding a \
+                                 [foreign] table, in the plugins directory",
+                                refusal.world.name()
+                            ),
+                            None => error,
                         }
                     })?;
                 probe.plugin.name().to_owned()

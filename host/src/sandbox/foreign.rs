@@ -249,11 +249,11 @@ fn is_hosts_header(name: &str) -> bool {
 /// What a handle costs the host beyond its bytes, so that empty messages are not free.
 const HANDLE_COST: usize = 64;
 
-/// What the host holds for a component of a foreign world: the bytes of the messages it has
-/// built or received and not yet dropped or sent, and what the host refused it in this call.
+/// What the host keeps for a component of a foreign world between its calls into the host:
+/// what it refused the component in this call. (The bytes of the messages the component holds
+/// are counted with its memory, in the store's limits.)
 #[derive(Debug, Default)]
 pub struct Held {
-    bytes: usize,
     refusal: Option<String>,
 }
 
@@ -261,10 +261,6 @@ impl Held {
     /// A new call: what was refused in the last one no longer matters.
     pub(super) fn begin(&mut self) {
         self.refusal = None;
-    }
-
-    pub(super) fn bytes(&self) -> usize {
-        self.bytes
     }
 }
 
@@ -302,7 +298,7 @@ impl HostState {
     /// Counts a change of `before` to `after` bytes held for the component; trapping, as the
     /// memory cap does, if it would hold more than its cap beside its linear memory.
     fn charge(&mut self, before: usize, after: usize) -> wasmtime::Result<()> {
-        let held = self.foreign.bytes.saturating_sub(before) + after;
+        let held = self.limits.held_bytes.saturating_sub(before) + after;
         if held + self.limits.linear_bytes > self.limits.memory_bytes {
             bail!(
                 "memory cap exceeded: the handler holds {} KiB of messages in the host beside \
@@ -312,7 +308,7 @@ impl HostState {
                 self.limits.memory_bytes >> 10
             );
         }
-        self.foreign.bytes = held;
+        self.limits.held_bytes = held;
         Ok(())
     }
 
@@ -325,7 +321,7 @@ impl HostState {
     /// Takes a message back from the component (dropped, or sent).
     fn release(&mut self, message: Resource<ForeignMessage>) -> wasmtime::Result<ForeignMessage> {
         let message = self.table.delete(message)?;
-        self.foreign.bytes = self.foreign.bytes.saturating_sub(message.cost());
+        self.limits.held_bytes = self.limits.held_bytes.saturating_sub(message.cost());
         Ok(message)
     }
 
@@ -407,7 +403,7 @@ impl wasi_types::HostClient for HostState {
 
     fn drop(&mut self, client: Resource<Client>) -> wasmtime::Result<()> {
         self.table.delete(client)?;
-        self.foreign.bytes = self.foreign.bytes.saturating_sub(HANDLE_COST);
+        self.limits.held_bytes = self.limits.held_bytes.saturating_sub(HANDLE_COST);
         Ok(())
     }
 }

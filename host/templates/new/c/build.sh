@@ -2,12 +2,12 @@
 # Builds {{name}}.wasm: clang compiles the handler and the Courier SDK into a WASI preview 1
 # core module; `courier component new` embeds the Courier contract into it and adapts it to
 # WASI 0.2, which makes it a component. Needs clang 16 or later with a wasm32-wasi sysroot
-# (CLANG names it; by default clang-16, else clang) and the `courier` command (COURIER names
-# it; by default the one on PATH).
+# (CLANG or COURIER_CLANG names it; by default clang-16, else clang) and the `courier` command
+# (COURIER names it; by default the one on PATH).
 set -eu
 cd "$(dirname "$0")"
-if [ -n "${CLANG:-}" ]; then
-    clang=$CLANG
+if [ -n "${CLANG:-${COURIER_CLANG:-}}" ]; then
+    clang=${CLANG:-$COURIER_CLANG}
 elif command -v clang-16 >/dev/null 2>&1; then
     clang=clang-16
 else
