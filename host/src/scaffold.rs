@@ -81,6 +81,11 @@ const RUST_MANIFESTS: Files = repository_files![
 
 const WORKSPACE_MANIFEST: &str = include_str!("../../Cargo.toml");
 
+/// The lockfile of this repository's Rust plugins, which use the SDK as a project does: a
+/// Rust project starts from it, so it builds with the versions those plugins are tested with
+/// (cargo drops the entries the project does not use).
+const PLUGINS_LOCK: &str = include_str!("../../plugins/Cargo.lock");
+
 /// The Rust release Courier is built with, which a Rust project pins too.
 const TOOLCHAIN: &str = include_str!("../../rust-toolchain.toml");
 
@@ -300,6 +305,7 @@ fn project_files(name: &str, language: Language) -> Result<Vec<(String, String)>
             for (path, text) in RUST_MANIFESTS {
                 files.push((format!("sdk/{path}"), standalone_manifest(text)?));
             }
+            files.push(("Cargo.lock".into(), PLUGINS_LOCK.to_owned()));
             RUST_TEMPLATES
         }
         Language::Python => {
@@ -487,6 +493,14 @@ mod tests {
         ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A Rust project starts from the plugins' lockfile.
+    #[test]
+    fn a_rust_project_starts_from_the_plugins_lockfile() {
+        let files = project_files("greeter", Language::Rust).unwrap();
+        let lock = files.iter().find(|(path, _)| path == "Cargo.lock");
+        assert_eq!(lock.map(|(_, text)| text.as_str()), Some(PLUGINS_LOCK));
     }
 
     /// Every template field is filled, in every language.

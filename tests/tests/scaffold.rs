@@ -107,6 +107,19 @@ async fn a_new_rust_project_builds_passes_its_test_and_greets() {
         tested.contains("test tests::greets_by_name ... ok"),
         "{tested}"
     );
+    // The project kept the versions of the lockfile it started with.
+    let version_of = |lock: &str, package: &str| {
+        let entry = format!("name = \"{package}\"\nversion = \"");
+        let start = lock.find(&entry).map(|i| i + entry.len());
+        start.and_then(|i| lock[i..].split('"').next().map(str::to_owned))
+    };
+    let ours = std::fs::read_to_string(repository().join("plugins/Cargo.lock")).unwrap();
+    let its = std::fs::read_to_string(dir.join("Cargo.lock")).unwrap();
+    for package in ["wit-bindgen", "serde", "rmp-serde"] {
+        let version = version_of(&ours, package);
+        assert!(version.is_some(), "plugins/Cargo.lock has no {package}");
+        assert_eq!(version_of(&its, package), version, "{package}");
+    }
     greets(
         &target.join("wasm32-wasip2/release/hello_rust.wasm"),
         "rust",
