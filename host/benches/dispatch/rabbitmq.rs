@@ -517,6 +517,8 @@ async fn peak(variant: Variant, base: &str, messages: u64, broker: Option<&str>)
     let running = start(variant, &stage.vhost.url).await;
     let count = usize::try_from(messages).unwrap();
     wait_for(&stage.arrivals, 1, Duration::from_secs(60)).await;
+    // A profiler attached from here sees the consumer alone (the orders are all published).
+    eprintln!("  the first follow-up arrived; measuring ...");
     let already = stage.arrivals.count();
     let (process_before, broker_before) = (cpu_seconds("self"), broker.and_then(cpu_seconds));
     wait_for(&stage.arrivals, count, Duration::from_secs(300)).await;
