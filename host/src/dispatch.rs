@@ -1,20 +1,15 @@
 //! Moves messages from a plugin's input queue through its handler and settles them.
 //!
 //! Each plugin has `concurrency` lanes. A lane is a thread of the runtime's blocking pool that
-//! takes one delivery at a time from the plugin's consumer and runs the handler synchronously.
-//! Settling the delivery (publish the outbox, wait for the confirms, ack) is a future the lane
-//! keeps and polls whenever it waits, so the lane goes on to the next delivery while the broker
-//! confirms, and a confirm wakes the lane that acks rather than a task on another thread. The
-//! consumer's prefetch, [`prefetch_for`] the concurrency, bounds the deliveries handled or
-//! being settled.
+//! takes one delivery at a time from the plugin's consumer and runs the handler synchronously;
+//! settling the delivery (publish the outbox, wait for the confirms, ack) is an async task, so
+//! the lane goes on to the next delivery while the broker confirms. The consumer's prefetch,
+//! [`prefetch_for`] the concurrency, bounds the deliveries handled or being settled.
 //!
 //! The lanes take turns on the consumer (the plugin's `Feed`): a delivery goes from the
 //! broker to the thread that handles it, with no task in between to wake. On two cores, the
 //! hop through a pump task and a channel cost three quarters of the embedded broker's
-//! throughput (docs/performance.md). A lane whose calls are short keeps the consumer from one
-//! delivery to the next, since waking another lane's thread costs more than such a call; a
-//! call that runs for an epoch tick lets it go to the next lane at once
-//! ([`Lane::let_go_after`]).
+//! throughput (docs/performance.md).
 //!
 //! Each plugin's feed and lanes form a *runner*, started and stopped on their own: a new
 //! version of a plugin needs no new runner (each lane reads the plugin's current version for
@@ -38,15 +33,11 @@ mod partitions;
 mod sequencer;
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use futures_util::StreamExt as _;
-use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -79,9 +70,6 @@ pub struct Dispatcher {
     runners: Arc<Mutex<HashMap<String, Runner>>>,
     /// Rules that give follow-ups, and the deliveries of ordered plugins, a session id.
     session_keys: Arc<[SessionKeyRule]>,
-    /// Handler calls shorter than this let a lane keep its plugin's consumer (`[engine]
-    /// short_call_us`; see [`Lane::let_go_after`]).
-    short_call: Duration,
 }
 
 /// One plugin's lanes, and the settling they started.
@@ -144,7 +132,6 @@ impl Dispatcher {
         host_name: &str,
         inbox: Option<Arc<dyn Inbox>>,
         session_keys: Arc<[SessionKeyRule]>,
-        short_call: Duration,
     ) -> Self {
         let dispatcher = Dispatcher {
             transport,
@@ -156,7 +143,6 @@ impl Dispatcher {
             inbox,
             runners: Arc::default(),
             session_keys,
-            short_call,
         };
         if let Some(inbox) = dispatcher.inbox.clone() {
             let stop = dispatcher.stop.clone();
@@ -251,9 +237,7 @@ impl Dispatcher {
         } else {
             Source::Feed(Arc::new(Feed {
                 dispatcher: self.clone(),
-                consumer: Arc::new(tokio::sync::Mutex::new(
-                    consumers.pop().map(|(_, consumer)| consumer),
-                )),
+                consumer: tokio::sync::Mutex::new(consumers.pop().map(|(_, consumer)| consumer)),
                 switch: switch.clone(),
                 stop: runner.stop.clone(),
             }))
@@ -436,7 +420,7 @@ pub fn prefetch_for(concurrency: u32) -> u16 {
 struct Feed {
     dispatcher: Dispatcher,
     /// `None` once the runner stopped and the consumer was cancelled.
-    consumer: Arc<tokio::sync::Mutex<Option<Box<dyn Consumer>>>>,
+    consumer: tokio::sync::Mutex<Option<Box<dyn Consumer>>>,
     switch: Option<Arc<KillSwitch>>,
     stop: CancellationToken,
 }
@@ -445,14 +429,9 @@ impl Feed {
     /// The next delivery for the calling lane; `None` once the runner stops or the consumer
     /// closes. The lane that sees it first cancels the consumer, so what the broker sent and
     /// no lane took goes back to the queue; the others find it gone.
-    async fn next(&self, held: &mut Option<HeldConsumer>) -> Option<Delivery> {
-        let mut consumer = match held.take() {
-            Some(consumer) => consumer,
-            None => Arc::clone(&self.consumer).lock_owned().await,
-        };
+    async fn next(&self) -> Option<Delivery> {
+        let mut consumer = self.consumer.lock().await;
         let delivery = self.take(consumer.as_deref_mut()?).await;
-        *held = Some(consumer);
-        let consumer = held.as_mut()?;
         if delivery.is_none()
             && let Some(mut cancelled) = consumer.take()
         {
@@ -498,15 +477,10 @@ enum Source {
     Sequenced(Arc<sequencer::Sequencer>),
 }
 
-/// A plugin's consumer, held by the lane that takes turns on it now.
-type HeldConsumer = tokio::sync::OwnedMutexGuard<Option<Box<dyn Consumer>>>;
-
 impl Source {
-    /// The next delivery for a lane. From a feed, the lane keeps the consumer in `held`
-    /// afterwards; it lets it go (by emptying `held`) to hand it to the next lane.
-    async fn next(&self, held: &mut Option<HeldConsumer>) -> Option<Delivery> {
+    async fn next(&self) -> Option<Delivery> {
         match self {
-            Source::Feed(feed) => feed.next(held).await,
+            Source::Feed(feed) => feed.next().await,
             Source::Sequenced(sequencer) => sequencer.next().await,
         }
     }
@@ -526,18 +500,7 @@ struct Lane {
 impl Lane {
     fn run(self) {
         let runtime = tokio::runtime::Handle::current();
-        // The settling this lane started that still waits on the broker. The lane polls it
-        // whenever it waits for its next delivery, so a confirm wakes this thread, which acks,
-        // rather than a task on another one: a hop between threads less per message.
-        let mut settling = Settling::default();
-        // The plugin's consumer, while this lane keeps it between deliveries (see
-        // [`Lane::let_go_after`]).
-        let mut held = None;
-        // How long the lane's last handler call took; unknown before the first, which is
-        // taken to be long, so that a plugin's first calls spread over its lanes.
-        let mut last_call = Duration::MAX;
-        while let Some(delivery) = runtime.block_on(settling.alongside(self.source.next(&mut held)))
-        {
+        while let Some(delivery) = runtime.block_on(self.source.next()) {
             // The version current now handles this message, even if a newer one arrives meanwhile.
             let plugin = self.slot.load_full();
             // Everything done for this delivery, settling included, happens inside its span.
@@ -556,24 +519,9 @@ impl Lane {
                 self.dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
-            // Nothing the lane holds is polled or taken from while a handler runs: if the
-            // last call was long, this one may be too, and the lane lets the next lane have
-            // the consumer, and the runtime what still settles.
-            self.let_go_after(last_call, &mut held, &mut settling, &runtime);
             let mut delivery = delivery;
-            let lent = held.take().map(|consumer| {
-                // Kept through the call unless it runs long: then the next lane has it.
-                crate::plugin::let_go_on_long_call(Box::new(consumer));
-                Lent
-            });
             // The handler runs here, outside `block_on`: WASI may block on the runtime itself.
-            let started = Instant::now();
             let step = self.dispatcher.run(&plugin, &self.queue, &mut delivery);
-            last_call = started.elapsed();
-            held = crate::plugin::take_back()
-                .and_then(|kept| kept.downcast::<HeldConsumer>().ok())
-                .map(|kept| *kept);
-            drop(lent);
             if let Some(switch) = &self.switch {
                 match &step {
                     Step::Decided(decision, _) => {
@@ -583,96 +531,26 @@ impl Lane {
                 }
             }
             // Settling waits on the broker (confirms, then the ack); the lane does not. It
-            // starts the settling itself (the follow-ups leave from this thread before it
-            // waits again) and goes on; the prefetch bounds what is in flight.
+            // starts the settling itself, so the follow-ups leave without a hop to another
+            // thread, and hands whatever still waits to the runtime; then it takes the next
+            // delivery. The prefetch bounds what is in flight.
             let dispatcher = self.dispatcher.clone();
             let queue = self.queue.clone();
-            settling.push(
+            let mut settling = Box::pin(
                 async move {
                     dispatcher.settle(&plugin, &queue, delivery, step).await;
                     dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
                 }
                 .instrument(span.clone()),
             );
-            self.let_go_after(last_call, &mut held, &mut settling, &runtime);
+            if runtime
+                .block_on(futures_lite::future::poll_once(&mut settling))
+                .is_none()
+            {
+                self.settling.spawn_on(settling, &runtime);
+            }
         }
-        drop(held);
-        // The runner stops: what is still settling finishes on the runtime, which the
-        // runner's drain waits for.
-        settling.hand_over(&self.settling, &runtime);
         tracing::debug!(queue = %self.queue, "lane stopped");
-    }
-
-    /// After a handler call of `took`: lets the next lane have the consumer, and the runtime
-    /// what this lane still settles, if the call was long enough for either to matter.
-    ///
-    /// A lane whose last call was short (`[engine] short_call_us`, 100 µs by default) keeps
-    /// the plugin's consumer through its next call and on to the next delivery, and the other
-    /// lanes wait. Handing the consumer over wakes another lane's thread, and that costs more
-    /// than a call this short (on two cores shared with the broker, a fifth of the CPU the
-    /// host spent per message; docs/performance.md). After a longer call the lane lets the
-    /// consumer go before its next call, so the plugin's lanes run in parallel; and a call
-    /// that runs for an epoch tick lets it go then ([`crate::plugin::let_go_on_long_call`]),
-    /// so a long call after short ones holds the other lanes back for a tick at most.
-    fn let_go_after(
-        &self,
-        took: Duration,
-        held: &mut Option<HeldConsumer>,
-        settling: &mut Settling,
-        runtime: &tokio::runtime::Handle,
-    ) {
-        if took >= self.dispatcher.short_call {
-            *held = None;
-        }
-        if took >= SETTLE_ON_LANE_UNDER {
-            settling.hand_over(&self.settling, runtime);
-        }
-    }
-}
-
-/// The consumer lent to a handler call ([`crate::plugin::let_go_on_long_call`]): if the call
-/// panics, the lane's thread, which the runtime reuses, must not keep it.
-struct Lent;
-
-impl Drop for Lent {
-    fn drop(&mut self) {
-        drop(crate::plugin::take_back());
-    }
-}
-
-/// A handler call that takes at least this long hands its lane's unfinished settling to the
-/// runtime, before and after it: the lane polls its settling only between calls, and would
-/// otherwise hold acks (and the prefetch they free) for as long as its calls take. Short
-/// calls, the usual case, keep it on the lane.
-const SETTLE_ON_LANE_UNDER: Duration = Duration::from_millis(1);
-
-/// Settling a lane started: each delivery's publish, confirms and ack, in one future.
-#[derive(Default)]
-struct Settling {
-    pending: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>,
-}
-
-impl Settling {
-    fn push(&mut self, settle: impl Future<Output = ()> + Send + 'static) {
-        self.pending.push(Box::pin(settle));
-    }
-
-    /// Waits for `next`, settling what can be settled meanwhile; the pending settling is
-    /// polled first, so the follow-ups of the call just made leave before the lane waits.
-    async fn alongside<T>(&mut self, next: impl Future<Output = T>) -> T {
-        let mut next = std::pin::pin!(next);
-        std::future::poll_fn(|cx| {
-            while let Poll::Ready(Some(())) = self.pending.poll_next_unpin(cx) {}
-            next.as_mut().poll(cx)
-        })
-        .await
-    }
-
-    /// Moves whatever is still settling to tasks of the runtime.
-    fn hand_over(&mut self, tasks: &TaskTracker, runtime: &tokio::runtime::Handle) {
-        for settle in std::mem::take(&mut self.pending) {
-            tasks.spawn_on(settle, runtime);
-        }
     }
 }
 

@@ -113,7 +113,6 @@ impl Host {
                 &name,
                 inbox,
                 config.session_keys.clone().into(),
-                Duration::from_micros(config.engine.short_call_us),
             ),
             config,
             transport,

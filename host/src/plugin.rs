@@ -329,7 +329,6 @@ impl Plugin {
         store.data_mut().begin(parent);
         let instance = self.pre.instantiate(&mut store);
         let instantiation = Some(started.elapsed());
-        arm_deadline(&mut store, self.ticks);
         let result = instance.and_then(|bindings| bindings.handle(&mut store, message));
         let outbox = store.data_mut().finish();
         let memory_bytes = store.data().linear_memory_bytes();
@@ -374,7 +373,7 @@ impl Plugin {
                 };
             }
         };
-        arm_deadline(&mut warm.store, self.ticks);
+        warm.store.set_epoch_deadline(self.ticks);
         warm.store.data_mut().begin(parent);
         let result = warm.bindings.handle(&mut warm.store, message);
         let outbox = warm.store.data_mut().finish();
@@ -416,49 +415,6 @@ impl Plugin {
             Err(error) => Outcome::Trapped(describe_trap(&error, self.settings.deadline)),
         }
     }
-}
-
-thread_local! {
-    /// What [`let_go_on_long_call`] was given on this thread, until it is taken back or the
-    /// call it was given for runs for an epoch tick.
-    static LET_GO_ON_LONG_CALL: std::cell::Cell<Option<Box<dyn std::any::Any>>> =
-        const { std::cell::Cell::new(None) };
-}
-
-/// Hands `held` to the next handler call on this thread, which drops it if it runs for an
-/// epoch tick (`engine.epoch_tick_ms`): a lane keeps what other lanes wait for (the plugin's
-/// consumer) through calls it expects to be short, and a call that turns out long lets it go
-/// within a tick, not at its end. [`take_back`] returns it after the call if it was not
-/// dropped. Only time the guest runs counts: a call waiting in a host function (a WASI
-/// clock) holds it until it returns.
-pub fn let_go_on_long_call(held: Box<dyn std::any::Any>) {
-    LET_GO_ON_LONG_CALL.set(Some(held));
-}
-
-/// What [`let_go_on_long_call`] was given, unless the call dropped it.
-pub fn take_back() -> Option<Box<dyn std::any::Any>> {
-    LET_GO_ON_LONG_CALL.take()
-}
-
-/// Sets the deadline of the call about to start on `store`: a trap after `ticks` epoch
-/// ticks. If this thread handed the call something to let go of, the first tick drops it
-/// and the call goes on to the same deadline.
-fn arm_deadline(store: &mut Store<HostState>, ticks: u64) {
-    let Some(held) = LET_GO_ON_LONG_CALL.take() else {
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks);
-        return;
-    };
-    LET_GO_ON_LONG_CALL.set(Some(held));
-    let mut rest = Some(ticks.saturating_sub(1));
-    store.epoch_deadline_callback(move |_| {
-        drop(LET_GO_ON_LONG_CALL.take());
-        match rest.take() {
-            Some(rest) if rest > 0 => Ok(wasmtime::UpdateDeadline::Continue(rest)),
-            _ => Err(Trap::Interrupt.into()),
-        }
-    });
-    store.set_epoch_deadline(1);
 }
 
 fn new_store(
