@@ -1014,10 +1014,11 @@ impl Consumer for AmqpConsumer {
 /// Settles a delivery on the channel it came on, which it keeps open until then.
 ///
 /// It acks through the channel itself rather than lapin's `Acker`, which hands each ack to
-/// lapin's internal task on the runtime and waits for that task: two more hops between
-/// threads per message, on a lane that is not a thread of the runtime. The channel refuses
-/// an ack once it is closed, so a delivery of a lost connection is never acked on the next
-/// one (its delivery tag would name another message there).
+/// lapin's internal task on the runtime and waits for that task: from a thread that is not
+/// the runtime's (a lane), two more hops between threads per ack. The channel refuses an
+/// ack once it is closed, so a delivery of a lost connection is never acked on the next one
+/// (its delivery tag would name another message there), and says so, where a poisoned
+/// `Acker` answered `Ok(false)`.
 struct AmqpAcker {
     delivery_tag: u64,
     channel: Channel,
