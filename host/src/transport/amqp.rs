@@ -39,17 +39,20 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use async_trait::async_trait;
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeBindOptions,
-    ExchangeDeclareOptions, ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeUnbindOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 
+use self::settle::Settler;
 use super::wire::{self, exchange_for};
 use super::{Acker, Consumer, DeadLetter, Delivery, Endpoint, Outbound, Route, Transport};
 use crate::config::{AmqpConfig, QueueType, redact_url};
 use crate::envelope::Envelope;
+
+mod settle;
 
 /// The RabbitMQ transport.
 #[derive(Debug, Clone)]
@@ -878,15 +881,22 @@ struct AmqpConsumer {
     inner: Arc<Inner>,
     queue: String,
     prefetch: u16,
-    current: Option<(Channel, lapin::Consumer)>,
+    current: Option<Subscription>,
     /// After [`Consumer::rejoin`]: subscribe again no sooner than this.
     rejoin_at: Option<tokio::time::Instant>,
     /// The channel of a cancelled consumer, open until [`Consumer::close`].
     cancelled: Option<Channel>,
 }
 
+/// A consumer on its own channel, and the settling of what it delivers.
+struct Subscription {
+    channel: Channel,
+    consumer: lapin::Consumer,
+    settler: Settler,
+}
+
 impl AmqpConsumer {
-    async fn subscribe(&self) -> Result<(Channel, lapin::Consumer)> {
+    async fn subscribe(&self) -> Result<Subscription> {
         let link = self.inner.link(None).await?;
         let channel = link
             .connection
@@ -906,7 +916,11 @@ impl AmqpConsumer {
             )
             .await
             .with_context(|| format!("cannot consume `{}`", self.queue))?;
-        Ok((channel, consumer))
+        Ok(Subscription {
+            settler: Settler::start(channel.clone()),
+            channel,
+            consumer,
+        })
     }
 }
 
@@ -918,7 +932,10 @@ impl Consumer for AmqpConsumer {
             if self.inner.closed.load(Ordering::SeqCst) {
                 return None;
             }
-            let Some((channel, consumer)) = self.current.as_mut() else {
+            let Some(Subscription {
+                consumer, settler, ..
+            }) = self.current.as_mut()
+            else {
                 if let Some(at) = self.rejoin_at.take() {
                     tokio::time::sleep_until(at).await;
                 }
@@ -952,7 +969,7 @@ impl Consumer for AmqpConsumer {
                         dead_letter_reason,
                         acker: Box::new(AmqpAcker {
                             delivery_tag: delivery.delivery_tag,
-                            channel: channel.clone(),
+                            settler: Some(settler.clone()),
                             inner: Arc::clone(&self.inner),
                             queue: self.queue.clone(),
                         }),
@@ -972,7 +989,7 @@ impl Consumer for AmqpConsumer {
 
     async fn close(&mut self) {
         let cancelled = self.cancelled.take();
-        let current = self.current.take().map(|(channel, _)| channel);
+        let current = self.current.take().map(|current| current.channel);
         for channel in cancelled.into_iter().chain(current) {
             close_quietly(channel).await;
         }
@@ -981,16 +998,19 @@ impl Consumer for AmqpConsumer {
     async fn rejoin(&mut self, pause: Duration) {
         // Nothing taken from this channel is unsettled: closing it returns only what the
         // broker sent ahead, and hands the queue to the next consumer.
-        if let Some((channel, _)) = self.current.take() {
-            close_quietly(channel).await;
+        if let Some(current) = self.current.take() {
+            close_quietly(current.channel).await;
         }
         self.rejoin_at = Some(tokio::time::Instant::now() + pause);
     }
 
     async fn cancel(&mut self) {
-        // The channel stays open while deliveries taken from it are settled (each acker holds
-        // it); the broker returns the ones it sent and nobody took when it closes.
-        let Some((channel, consumer)) = self.current.take() else {
+        // The channel stays open while deliveries taken from it are settled (their settler
+        // holds it); the broker returns the ones it sent and nobody took when it closes.
+        let Some(Subscription {
+            channel, consumer, ..
+        }) = self.current.take()
+        else {
             return;
         };
         // Bounded like the connection's close: a cancel the broker never confirms must not
@@ -1011,19 +1031,29 @@ impl Consumer for AmqpConsumer {
     }
 }
 
-/// Settles a delivery on the channel it came on, which it keeps open until then.
+/// Settles a delivery through its channel's [`Settler`], which keeps the channel open until
+/// then and folds acks that wait together into one.
 ///
-/// It acks through the channel itself rather than lapin's `Acker`, which hands each ack to
-/// lapin's internal task on the runtime and waits for that task: from a thread that is not
-/// the runtime's (a lane), two more hops between threads per ack. The channel refuses an
+/// It settles through the channel itself rather than lapin's `Acker`, which hands each ack
+/// to lapin's internal task on the runtime and waits for that task. The channel refuses an
 /// ack once it is closed, so a delivery of a lost connection is never acked on the next one
 /// (its delivery tag would name another message there), and says so, where a poisoned
 /// `Acker` answered `Ok(false)`.
 struct AmqpAcker {
     delivery_tag: u64,
-    channel: Channel,
+    /// Taken when the delivery is settled; one dropped with it still here was not.
+    settler: Option<Settler>,
     inner: Arc<Inner>,
     queue: String,
+}
+
+impl AmqpAcker {
+    /// The channel's settler, once: settling consumes the acker, so it is always there.
+    fn settler(&mut self) -> Result<Settler> {
+        self.settler
+            .take()
+            .with_context(|| format!("a delivery of `{}` settled twice", self.queue))
+    }
 }
 
 impl std::fmt::Debug for AmqpAcker {
@@ -1034,11 +1064,19 @@ impl std::fmt::Debug for AmqpAcker {
     }
 }
 
+impl Drop for AmqpAcker {
+    fn drop(&mut self) {
+        if let Some(settler) = self.settler.take() {
+            settler.dropped(self.delivery_tag);
+        }
+    }
+}
+
 #[async_trait]
 impl Acker for AmqpAcker {
-    async fn ack(self: Box<Self>) -> Result<()> {
-        self.channel
-            .basic_ack(self.delivery_tag, BasicAckOptions::default())
+    async fn ack(mut self: Box<Self>) -> Result<()> {
+        self.settler()?
+            .ack(self.delivery_tag)
             .await
             .with_context(|| format!("cannot ack on `{}`", self.queue))
     }
@@ -1048,7 +1086,7 @@ impl Acker for AmqpAcker {
     /// one, then acks the delivery. If the publish fails the delivery is returned to the queue
     /// as it is.
     async fn requeue(
-        self: Box<Self>,
+        mut self: Box<Self>,
         mut envelope: Envelope,
         delay: Option<Duration>,
     ) -> Result<()> {
@@ -1062,14 +1100,8 @@ impl Acker for AmqpAcker {
             Ok(()) => self.ack().await,
             Err(error) => {
                 tracing::warn!(queue = %self.queue, error = format!("{error:#}"), "cannot requeue by publishing; returning the delivery");
-                self.channel
-                    .basic_nack(
-                        self.delivery_tag,
-                        BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        },
-                    )
+                self.settler()?
+                    .give_back(self.delivery_tag)
                     .await
                     .with_context(|| format!("cannot return a delivery to `{}`", self.queue))
             }
