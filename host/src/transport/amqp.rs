@@ -39,20 +39,17 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use async_trait::async_trait;
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeUnbindOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeBindOptions,
+    ExchangeDeclareOptions, ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 
-use self::settle::Settler;
 use super::wire::{self, exchange_for};
 use super::{Acker, Consumer, DeadLetter, Delivery, Endpoint, Outbound, Route, Transport};
 use crate::config::{AmqpConfig, QueueType, redact_url};
 use crate::envelope::Envelope;
-
-mod settle;
 
 /// The RabbitMQ transport.
 #[derive(Debug, Clone)]
@@ -881,22 +878,15 @@ struct AmqpConsumer {
     inner: Arc<Inner>,
     queue: String,
     prefetch: u16,
-    current: Option<Subscription>,
+    current: Option<(Channel, lapin::Consumer)>,
     /// After [`Consumer::rejoin`]: subscribe again no sooner than this.
     rejoin_at: Option<tokio::time::Instant>,
     /// The channel of a cancelled consumer, open until [`Consumer::close`].
     cancelled: Option<Channel>,
 }
 
-/// A consumer on its own channel, and the settling of what it delivers.
-struct Subscription {
-    channel: Channel,
-    consumer: lapin::Consumer,
-    settler: Settler,
-}
-
 impl AmqpConsumer {
-    async fn subscribe(&self) -> Result<Subscription> {
+    async fn subscribe(&self) -> Result<(Channel, lapin::Consumer)> {
         let link = self.inner.link(None).await?;
         let channel = link
             .connection
@@ -916,11 +906,7 @@ impl AmqpConsumer {
             )
             .await
             .with_context(|| format!("cannot consume `{}`", self.queue))?;
-        Ok(Subscription {
-            settler: Settler::start(channel.clone()),
-            channel,
-            consumer,
-        })
+        Ok((channel, consumer))
     }
 }
 
@@ -932,10 +918,7 @@ impl Consumer for AmqpConsumer {
             if self.inner.closed.load(Ordering::SeqCst) {
                 return None;
             }
-            let Some(Subscription {
-                consumer, settler, ..
-            }) = self.current.as_mut()
-            else {
+            let Some((channel, consumer)) = self.current.as_mut() else {
                 if let Some(at) = self.rejoin_at.take() {
                     tokio::time::sleep_until(at).await;
                 }
@@ -969,7 +952,7 @@ impl Consumer for AmqpConsumer {
                         dead_letter_reason,
                         acker: Box::new(AmqpAcker {
                             delivery_tag: delivery.delivery_tag,
-                            settler: Some(settler.clone()),
+                            channel: channel.clone(),
                             inner: Arc::clone(&self.inner),
                             queue: self.queue.clone(),
                         }),
@@ -989,7 +972,7 @@ impl Consumer for AmqpConsumer {
 
     async fn close(&mut self) {
         let cancelled = self.cancelled.take();
-        let current = self.current.take().map(|current| current.channel);
+        let current = self.current.take().map(|(channel, _)| channel);
         for channel in cancelled.into_iter().chain(current) {
             close_quietly(channel).await;
         }
@@ -998,19 +981,16 @@ impl Consumer for AmqpConsumer {
     async fn rejoin(&mut self, pause: Duration) {
         // Nothing taken from this channel is unsettled: closing it returns only what the
         // broker sent ahead, and hands the queue to the next consumer.
-        if let Some(current) = self.current.take() {
-            close_quietly(current.channel).await;
+        if let Some((channel, _)) = self.current.take() {
+            close_quietly(channel).await;
         }
         self.rejoin_at = Some(tokio::time::Instant::now() + pause);
     }
 
     async fn cancel(&mut self) {
-        // The channel stays open while deliveries taken from it are settled (their settler
-        // holds it); the broker returns the ones it sent and nobody took when it closes.
-        let Some(Subscription {
-            channel, consumer, ..
-        }) = self.current.take()
-        else {
+        // The channel stays open while deliveries taken from it are settled (each acker holds
+        // it); the broker returns the ones it sent and nobody took when it closes.
+        let Some((channel, consumer)) = self.current.take() else {
             return;
         };
         // Bounded like the connection's close: a cancel the broker never confirms must not
@@ -1031,29 +1011,19 @@ impl Consumer for AmqpConsumer {
     }
 }
 
-/// Settles a delivery through its channel's [`Settler`], which keeps the channel open until
-/// then and folds acks that wait together into one.
+/// Settles a delivery on the channel it came on, which it keeps open until then.
 ///
-/// It settles through the channel itself rather than lapin's `Acker`, which hands each ack
-/// to lapin's internal task on the runtime and waits for that task. The channel refuses an
+/// It acks through the channel itself rather than lapin's `Acker`, which hands each ack to
+/// lapin's internal task on the runtime and waits for that task: from a thread that is not
+/// the runtime's (a lane), two more hops between threads per ack. The channel refuses an
 /// ack once it is closed, so a delivery of a lost connection is never acked on the next one
 /// (its delivery tag would name another message there), and says so, where a poisoned
 /// `Acker` answered `Ok(false)`.
 struct AmqpAcker {
     delivery_tag: u64,
-    /// Taken when the delivery is settled; one dropped with it still here was not.
-    settler: Option<Settler>,
+    channel: Channel,
     inner: Arc<Inner>,
     queue: String,
-}
-
-impl AmqpAcker {
-    /// The channel's settler, once: settling consumes the acker, so it is always there.
-    fn settler(&mut self) -> Result<Settler> {
-        self.settler
-            .take()
-            .with_context(|| format!("a delivery of `{}` settled twice", self.queue))
-    }
 }
 
 impl std::fmt::Debug for AmqpAcker {
@@ -1064,19 +1034,11 @@ impl std::fmt::Debug for AmqpAcker {
     }
 }
 
-impl Drop for AmqpAcker {
-    fn drop(&mut self) {
-        if let Some(settler) = self.settler.take() {
-            settler.dropped(self.delivery_tag);
-        }
-    }
-}
-
 #[async_trait]
 impl Acker for AmqpAcker {
-    async fn ack(mut self: Box<Self>) -> Result<()> {
-        self.settler()?
-            .ack(self.delivery_tag)
+    async fn ack(self: Box<Self>) -> Result<()> {
+        self.channel
+            .basic_ack(self.delivery_tag, BasicAckOptions::default())
             .await
             .with_context(|| format!("cannot ack on `{}`", self.queue))
     }
@@ -1086,7 +1048,7 @@ impl Acker for AmqpAcker {
     /// one, then acks the delivery. If the publish fails the delivery is returned to the queue
     /// as it is.
     async fn requeue(
-        mut self: Box<Self>,
+        self: Box<Self>,
         mut envelope: Envelope,
         delay: Option<Duration>,
     ) -> Result<()> {
@@ -1100,8 +1062,14 @@ impl Acker for AmqpAcker {
             Ok(()) => self.ack().await,
             Err(error) => {
                 tracing::warn!(queue = %self.queue, error = format!("{error:#}"), "cannot requeue by publishing; returning the delivery");
-                self.settler()?
-                    .give_back(self.delivery_tag)
+                self.channel
+                    .basic_nack(
+                        self.delivery_tag,
+                        BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        },
+                    )
                     .await
                     .with_context(|| format!("cannot return a delivery to `{}`", self.queue))
             }
