@@ -391,3 +391,87 @@ async fn asking_about_a_missing_queue_does_not_break_publishing() {
     assert_eq!(body_json(&tap.next().await)["n"], 1);
     host.shutdown().await;
 }
+
+/// Deliveries acked many at once and out of order settle only themselves, never one still
+/// held or dropped unsettled: no ack is refused (a refused one would close the channel and
+/// fail every later one), and closing the consumer returns exactly the held and dropped ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_out_of_order_settle_only_their_own_deliveries() {
+    use courier_host::Transport as _;
+    use courier_host::transport::amqp::AmqpTransport;
+    use courier_host::transport::{Delivery, Endpoint};
+
+    /// Acks each delivery from a task of its own, all at once.
+    async fn ack_together(deliveries: Vec<Delivery>) {
+        let acks: Vec<_> = deliveries
+            .into_iter()
+            .map(|delivery| tokio::spawn(delivery.acker.ack()))
+            .collect();
+        for ack in acks {
+            ack.await.unwrap().unwrap();
+        }
+    }
+    fn body(delivery: &Delivery) -> String {
+        String::from_utf8(delivery.envelope.body.clone()).unwrap()
+    }
+
+    const MESSAGES: usize = 300;
+    let vhost = Vhost::new("out-of-order-acks");
+    let transport = AmqpTransport::connect(&vhost.url(), Default::default())
+        .await
+        .unwrap();
+    let message_type = test_type("Settled");
+    let queue = vec!["settled".to_owned()];
+    transport
+        .declare_endpoint(&Endpoint {
+            queue: queue[0].clone(),
+            subscriptions: vec![message_type.clone()],
+            partitions: 0,
+        })
+        .await
+        .unwrap();
+    let messages = (0..MESSAGES)
+        .map(|n| Outbound {
+            route: Route::Send(queue[0].clone()),
+            envelope: Envelope::new(&message_type, "application/json", n.to_string().into()),
+            delay: None,
+        })
+        .collect();
+    transport.dispatch(messages).await.unwrap();
+    let prefetch = MESSAGES.try_into().unwrap();
+    let mut consumer = transport.consume(&queue[0], prefetch).await.unwrap();
+    let mut deliveries = Vec::new();
+    for _ in 0..MESSAGES {
+        deliveries.push(consumer.next().await.unwrap());
+    }
+    // Three stay held and one is dropped unsettled half-way through the acks.
+    let held: Vec<Delivery> = [250, 120, 60]
+        .into_iter()
+        .map(|at| deliveries.remove(at))
+        .collect();
+    let dropped = deliveries.remove(200);
+    let mut unsettled: Vec<String> = held.iter().chain([&dropped]).map(body).collect();
+    unsettled.sort();
+    // The others in an order of their own.
+    deliveries.reverse();
+    deliveries.rotate_left(MESSAGES / 3);
+    let second = deliveries.split_off(deliveries.len() / 2);
+    ack_together(deliveries).await;
+    drop(dropped);
+    ack_together(second).await;
+    // Closing the consumer returns what it holds unsettled, and only that.
+    consumer.close().await;
+    drop(held);
+    let mut again = transport.consume(&queue[0], prefetch).await.unwrap();
+    let mut returned = Vec::new();
+    while let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_secs(3), again.next()).await
+    {
+        returned.push(body(&delivery));
+        delivery.acker.ack().await.unwrap();
+    }
+    returned.sort();
+    assert_eq!(returned, unsettled);
+    again.close().await;
+    assert_eq!(transport.ready_count(&queue).await.unwrap(), 0);
+    transport.close().await;
+}
