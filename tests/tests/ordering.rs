@@ -121,10 +121,9 @@ impl Sink {
         self.next.len() as u64 == keys && self.next.values().all(|next| *next == steps)
     }
 
-    /// The host that handled the most of the last steps.
-    /// Of the hosts still running, the one that handled the most of the last steps. The tap
-    /// can lag the hosts, so its recent steps may still be mostly a killed host's: the dead
-    /// are never chosen.
+    /// Of the hosts still running, the one that handled the most of the last steps, then the
+    /// most of all. The tap can lag the hosts, so its recent steps may still be mostly a
+    /// killed host's: the dead are never chosen.
     fn busiest_host<'a>(&self, running: impl Iterator<Item = &'a String>) -> String {
         running
             .max_by_key(|host| {
@@ -384,9 +383,10 @@ async fn a_fleet_of_three_keeps_every_session_in_order_through_a_kill_and_a_stop
     let publisher = publish_steps(&client, true);
     let mut sink = Sink::default();
     let (mut killed, mut stopped) = (String::new(), String::new());
-    // The host that handled the most of the last steps is surely serving partitions. After a
-    // third of the steps it is killed and a new host started; after two thirds the busiest
-    // then is stopped with SIGTERM, handing its partitions over as it drains.
+    // The running host that handled the most of the last steps the tap saw is most likely
+    // serving partitions. After a third of the steps it is killed and a new host started;
+    // after two thirds the busiest then is stopped with SIGTERM, handing its partitions over
+    // as it drains.
     let thirds = [KEYS * STEPS / 3, KEYS * STEPS * 2 / 3];
     sink.collect(&mut tap, KEYS, STEPS, &thirds, |index, sink| {
         let busiest = sink.busiest_host(hosts.keys());

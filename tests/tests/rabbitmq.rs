@@ -393,8 +393,9 @@ async fn asking_about_a_missing_queue_does_not_break_publishing() {
 }
 
 /// Deliveries acked many at once and out of order settle only themselves, never one still
-/// held or dropped unsettled: no ack is refused (a refused one would close the channel and
-/// fail every later one), and closing the consumer returns exactly the held and dropped ones.
+/// held or dropped unsettled: the broker refuses no ack (a refused one closes the channel,
+/// and the next delivery would be a redelivery on a new one), and closing the consumer
+/// returns exactly the held and dropped ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_out_of_order_settle_only_their_own_deliveries() {
     use courier_host::Transport as _;
@@ -444,7 +445,7 @@ async fn acks_out_of_order_settle_only_their_own_deliveries() {
     for _ in 0..MESSAGES {
         deliveries.push(consumer.next().await.unwrap());
     }
-    // Three stay held and one is dropped unsettled half-way through the acks.
+    // Three stay held and one is dropped unsettled once the others are acked.
     let held: Vec<Delivery> = [250, 120, 60]
         .into_iter()
         .map(|at| deliveries.remove(at))
@@ -452,25 +453,49 @@ async fn acks_out_of_order_settle_only_their_own_deliveries() {
     let dropped = deliveries.remove(200);
     let mut unsettled: Vec<String> = held.iter().chain([&dropped]).map(body).collect();
     unsettled.sort();
-    // The others in an order of their own.
+    // The others in two waves, the earlier deliveries first, each in reverse order: a run of
+    // settled ones below a held one, and runs with held ones among them.
+    let mut later = deliveries.split_off(deliveries.len() / 2);
     deliveries.reverse();
-    deliveries.rotate_left(MESSAGES / 3);
-    let second = deliveries.split_off(deliveries.len() / 2);
+    later.reverse();
     ack_together(deliveries).await;
+    ack_together(later).await;
     drop(dropped);
-    ack_together(second).await;
+    // The channel is still open: the next delivery is a new message, not a redelivery.
+    let marker = Outbound {
+        route: Route::Send(queue[0].clone()),
+        envelope: Envelope::new(&message_type, "application/json", b"\"marker\"".to_vec()),
+        delay: None,
+    };
+    transport.dispatch(vec![marker]).await.unwrap();
+    let next = consumer.next().await.unwrap();
+    assert_eq!(
+        (body(&next).as_str(), next.redelivered),
+        ("\"marker\"", false)
+    );
+    next.acker.ack().await.unwrap();
     // Closing the consumer returns what it holds unsettled, and only that.
-    consumer.close().await;
     drop(held);
+    consumer.close().await;
     let mut again = transport.consume(&queue[0], prefetch).await.unwrap();
     let mut returned = Vec::new();
-    while let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_secs(3), again.next()).await
-    {
+    while returned.len() < unsettled.len() {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), again.next())
+            .await
+            .expect("the unsettled deliveries come back")
+            .unwrap();
+        assert!(
+            delivery.redelivered,
+            "{} came back as a new delivery",
+            body(&delivery)
+        );
         returned.push(body(&delivery));
         delivery.acker.ack().await.unwrap();
     }
     returned.sort();
     assert_eq!(returned, unsettled);
+    let more = tokio::time::timeout(Duration::from_secs(1), again.next()).await;
+    assert!(more.is_err(), "more came back than was unsettled");
     again.close().await;
     assert_eq!(transport.ready_count(&queue).await.unwrap(), 0);
     transport.close().await;
