@@ -422,25 +422,24 @@ async fn acks_out_of_order_settle_only_their_own_deliveries() {
         .await
         .unwrap();
     let message_type = test_type("Settled");
-    let queue = vec!["settled".to_owned()];
+    let queue = "settled".to_owned();
     transport
         .declare_endpoint(&Endpoint {
-            queue: queue[0].clone(),
+            queue: queue.clone(),
             subscriptions: vec![message_type.clone()],
             partitions: 0,
         })
         .await
         .unwrap();
-    let messages = (0..MESSAGES)
-        .map(|n| Outbound {
-            route: Route::Send(queue[0].clone()),
-            envelope: Envelope::new(&message_type, "application/json", n.to_string().into()),
-            delay: None,
-        })
-        .collect();
+    let message = |body: String| Outbound {
+        route: Route::Send(queue.clone()),
+        envelope: Envelope::new(&message_type, "application/json", body.into()),
+        delay: None,
+    };
+    let messages = (0..MESSAGES).map(|n| message(n.to_string())).collect();
     transport.dispatch(messages).await.unwrap();
     let prefetch = MESSAGES.try_into().unwrap();
-    let mut consumer = transport.consume(&queue[0], prefetch).await.unwrap();
+    let mut consumer = transport.consume(&queue, prefetch).await.unwrap();
     let mut deliveries = Vec::new();
     for _ in 0..MESSAGES {
         deliveries.push(consumer.next().await.unwrap());
@@ -462,13 +461,12 @@ async fn acks_out_of_order_settle_only_their_own_deliveries() {
     ack_together(later).await;
     drop(dropped);
     // The channel is still open: the next delivery is a new message, not a redelivery.
-    let marker = Outbound {
-        route: Route::Send(queue[0].clone()),
-        envelope: Envelope::new(&message_type, "application/json", b"\"marker\"".to_vec()),
-        delay: None,
-    };
+    let marker = message("\"marker\"".to_owned());
     transport.dispatch(vec![marker]).await.unwrap();
-    let next = consumer.next().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("the marker arrives")
+        .unwrap();
     assert_eq!(
         (body(&next).as_str(), next.redelivered),
         ("\"marker\"", false)
@@ -477,7 +475,7 @@ async fn acks_out_of_order_settle_only_their_own_deliveries() {
     // Closing the consumer returns what it holds unsettled, and only that.
     drop(held);
     consumer.close().await;
-    let mut again = transport.consume(&queue[0], prefetch).await.unwrap();
+    let mut again = transport.consume(&queue, prefetch).await.unwrap();
     let mut returned = Vec::new();
     while returned.len() < unsettled.len() {
         let delivery = tokio::time::timeout(Duration::from_secs(30), again.next())
@@ -497,6 +495,7 @@ async fn acks_out_of_order_settle_only_their_own_deliveries() {
     let more = tokio::time::timeout(Duration::from_secs(1), again.next()).await;
     assert!(more.is_err(), "more came back than was unsettled");
     again.close().await;
-    assert_eq!(transport.ready_count(&queue).await.unwrap(), 0);
+    let queues = std::slice::from_ref(&queue);
+    assert_eq!(transport.ready_count(queues).await.unwrap(), 0);
     transport.close().await;
 }
