@@ -74,6 +74,9 @@ pub struct EngineConfig {
     pub max_memory_mib: u64,
     /// How often deadlines are checked, in milliseconds.
     pub epoch_tick_ms: u64,
+    /// A lane whose handler calls take less than this, in µs, keeps its plugin's consumer
+    /// from one delivery to the next (0: lanes always hand it on).
+    pub short_call_us: u64,
     /// Keep compiled plugins on disk, so a restart or a swap back to a known version does
     /// not compile again.
     pub cache: bool,
@@ -89,6 +92,7 @@ impl Default for EngineConfig {
             max_instances: 1000,
             max_memory_mib: 256,
             epoch_tick_ms: 5,
+            short_call_us: 100,
             cache: true,
             cache_dir: PathBuf::from("courier-cache"),
             cache_max_mib: 2048,
@@ -663,6 +667,12 @@ impl HostConfig {
             rule.validate(&format!("session_keys[{index}]"))?;
         }
         ensure_range("engine.epoch_tick_ms", self.engine.epoch_tick_ms, 1, 1000)?;
+        ensure_range(
+            "engine.short_call_us",
+            self.engine.short_call_us,
+            0,
+            1_000_000,
+        )?;
         if self.engine.cache && self.engine.cache_dir.as_os_str().is_empty() {
             bail!("engine.cache_dir must not be empty while engine.cache is on");
         }

@@ -1,15 +1,21 @@
 //! Moves messages from a plugin's input queue through its handler and settles them.
 //!
 //! Each plugin has `concurrency` lanes. A lane is a thread of the runtime's blocking pool that
-//! takes one delivery at a time from the plugin's consumer and runs the handler synchronously;
-//! settling the delivery (publish the outbox, wait for the confirms, ack) is an async task, so
-//! the lane goes on to the next delivery while the broker confirms. The consumer's prefetch,
-//! [`prefetch_for`] the concurrency, bounds the deliveries handled or being settled.
+//! takes one delivery at a time from the plugin's consumer and runs the handler synchronously.
+//! Settling the delivery (publish the outbox, wait for the confirms, ack) is a future the lane
+//! keeps and polls whenever it waits, so the lane goes on to the next delivery while the broker
+//! confirms, and a confirm wakes the lane that acks rather than a task on another thread. The
+//! consumer's prefetch, [`prefetch_for`] the concurrency, bounds the deliveries handled or
+//! being settled.
 //!
 //! The lanes take turns on the consumer (the plugin's `Feed`): a delivery goes from the
 //! broker to the thread that handles it, with no task in between to wake. On two cores, the
 //! hop through a pump task and a channel cost three quarters of the embedded broker's
-//! throughput (docs/performance.md).
+//! throughput (docs/performance.md). A lane whose calls are short keeps the consumer from one
+//! delivery to the next, since waking another lane's thread costs more than such a call. What
+//! a lane keeps is lent to each call and called in by a timer once the call has run for an
+//! epoch tick (`dispatch/loan.rs`), so a call that turns out long holds up the other lanes,
+//! and the acks of what its lane handled before, for a tick at most.
 //!
 //! Each plugin's feed and lanes form a *runner*, started and stopped on their own: a new
 //! version of a plugin needs no new runner (each lane reads the plugin's current version for
@@ -29,8 +35,11 @@
 //! to the broker first and the message acked after the broker confirmed it; every other
 //! outcome follows [`crate::recoverability`].
 
+mod loan;
 mod partitions;
 mod sequencer;
+
+pub use loan::Lending;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,6 +62,7 @@ use crate::session::{self, SessionKeyRule};
 use crate::stats::{Event, Stats};
 use crate::telemetry;
 use crate::transport::{Consumer, DeadLetter, Delivery, Endpoint, Outbound, Route, Transport};
+use loan::{HeldConsumer, Loans, Settling};
 
 /// Runs the lanes of all plugins and tracks their in-flight work.
 #[derive(Debug, Clone)]
@@ -70,6 +80,8 @@ pub struct Dispatcher {
     runners: Arc<Mutex<HashMap<String, Runner>>>,
     /// Rules that give follow-ups, and the deliveries of ordered plugins, a session id.
     session_keys: Arc<[SessionKeyRule]>,
+    /// What the lanes lend to their handler calls (`dispatch/loan.rs`).
+    loans: Arc<Loans>,
 }
 
 /// One plugin's lanes, and the settling they started.
@@ -132,6 +144,7 @@ impl Dispatcher {
         host_name: &str,
         inbox: Option<Arc<dyn Inbox>>,
         session_keys: Arc<[SessionKeyRule]>,
+        lending: Lending,
     ) -> Self {
         let dispatcher = Dispatcher {
             transport,
@@ -143,6 +156,7 @@ impl Dispatcher {
             inbox,
             runners: Arc::default(),
             session_keys,
+            loans: Loans::start(lending),
         };
         if let Some(inbox) = dispatcher.inbox.clone() {
             let stop = dispatcher.stop.clone();
@@ -237,7 +251,9 @@ impl Dispatcher {
         } else {
             Source::Feed(Arc::new(Feed {
                 dispatcher: self.clone(),
-                consumer: tokio::sync::Mutex::new(consumers.pop().map(|(_, consumer)| consumer)),
+                consumer: Arc::new(tokio::sync::Mutex::new(
+                    consumers.pop().map(|(_, consumer)| consumer),
+                )),
                 switch: switch.clone(),
                 stop: runner.stop.clone(),
             }))
@@ -420,17 +436,22 @@ pub fn prefetch_for(concurrency: u32) -> u16 {
 struct Feed {
     dispatcher: Dispatcher,
     /// `None` once the runner stopped and the consumer was cancelled.
-    consumer: tokio::sync::Mutex<Option<Box<dyn Consumer>>>,
+    consumer: Arc<tokio::sync::Mutex<Option<Box<dyn Consumer>>>>,
     switch: Option<Arc<KillSwitch>>,
     stop: CancellationToken,
 }
 
 impl Feed {
-    /// The next delivery for the calling lane; `None` once the runner stops or the consumer
-    /// closes. The lane that sees it first cancels the consumer, so what the broker sent and
-    /// no lane took goes back to the queue; the others find it gone.
-    async fn next(&self) -> Option<Delivery> {
-        let mut consumer = self.consumer.lock().await;
+    /// The next delivery for the calling lane, which keeps the consumer in `held` afterwards
+    /// (it empties `held` to let the next lane have it); `None` once the runner stops or the
+    /// consumer closes. The lane that sees it first cancels the consumer, so what the broker
+    /// sent and no lane took goes back to the queue; the others find it gone.
+    async fn next(&self, held: &mut Option<HeldConsumer>) -> Option<Delivery> {
+        let consumer = match held.take() {
+            Some(consumer) => consumer,
+            None => Arc::clone(&self.consumer).lock_owned().await,
+        };
+        let consumer = held.insert(consumer);
         let delivery = self.take(consumer.as_deref_mut()?).await;
         if delivery.is_none()
             && let Some(mut cancelled) = consumer.take()
@@ -478,9 +499,10 @@ enum Source {
 }
 
 impl Source {
-    async fn next(&self) -> Option<Delivery> {
+    /// The next delivery for a lane. From a feed, the lane keeps the consumer in `held`.
+    async fn next(&self, held: &mut Option<HeldConsumer>) -> Option<Delivery> {
         match self {
-            Source::Feed(feed) => feed.next().await,
+            Source::Feed(feed) => feed.next(held).await,
             Source::Sequenced(sequencer) => sequencer.next().await,
         }
     }
@@ -500,7 +522,17 @@ struct Lane {
 impl Lane {
     fn run(self) {
         let runtime = tokio::runtime::Handle::current();
-        while let Some(delivery) = runtime.block_on(self.source.next()) {
+        let lender = self.dispatcher.loans.open(&runtime, &self.settling);
+        // The settling this lane started that still waits on the broker, polled whenever the
+        // lane waits for its next delivery.
+        let mut settling = Settling::default();
+        // The plugin's consumer, while this lane keeps it between deliveries.
+        let mut held = None;
+        // How long the lane's last handler call took; unknown before the first, which is
+        // taken to be long, so that a plugin's first calls spread over its lanes.
+        let mut last_call = Duration::MAX;
+        while let Some(delivery) = runtime.block_on(settling.alongside(self.source.next(&mut held)))
+        {
             // The version current now handles this message, even if a newer one arrives meanwhile.
             let plugin = self.slot.load_full();
             // Everything done for this delivery, settling included, happens inside its span.
@@ -519,9 +551,17 @@ impl Lane {
                 self.dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
+            // If the last call was long, this one may be too: the next lane has the consumer
+            // through it, and the runtime what still settles.
+            self.let_go_after(last_call, &mut held, &mut settling, &runtime);
             let mut delivery = delivery;
             // The handler runs here, outside `block_on`: WASI may block on the runtime itself.
-            let step = self.dispatcher.run(&plugin, &self.queue, &mut delivery);
+            // What the lane keeps is lent to the call, and called in if it runs for a tick.
+            let started = Instant::now();
+            let step = lender.during(&mut held, &mut settling, || {
+                self.dispatcher.run(&plugin, &self.queue, &mut delivery)
+            });
+            last_call = started.elapsed();
             if let Some(switch) = &self.switch {
                 match &step {
                     Step::Decided(decision, _) => {
@@ -530,29 +570,56 @@ impl Lane {
                     Step::SetAside { .. } | Step::DropExpired { .. } => switch.record_set_aside(),
                 }
             }
-            // Settling waits on the broker (confirms, then the ack); the lane does not. It
-            // starts the settling itself, so the follow-ups leave without a hop to another
-            // thread, and hands whatever still waits to the runtime; then it takes the next
-            // delivery. The prefetch bounds what is in flight.
+            // Settling waits on the broker (confirms, then the ack); the lane does not. The
+            // follow-ups leave from this thread when the lane next waits, before it takes
+            // another delivery; the prefetch bounds what is in flight.
             let dispatcher = self.dispatcher.clone();
             let queue = self.queue.clone();
-            let mut settling = Box::pin(
+            settling.push(
                 async move {
                     dispatcher.settle(&plugin, &queue, delivery, step).await;
                     dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
                 }
                 .instrument(span.clone()),
             );
-            if runtime
-                .block_on(futures_lite::future::poll_once(&mut settling))
-                .is_none()
-            {
-                self.settling.spawn_on(settling, &runtime);
-            }
+            self.let_go_after(last_call, &mut held, &mut settling, &runtime);
         }
+        drop(held);
+        // The runner stops: what still settles finishes on the runtime, which the runner's
+        // drain waits for.
+        settling.hand_over(&self.settling, &runtime);
         tracing::debug!(queue = %self.queue, "lane stopped");
     }
+
+    /// After a handler call of `took`: lets the next lane have the consumer, and the runtime
+    /// what this lane still settles, if the call was long enough for either to matter.
+    ///
+    /// A lane whose last call was short (`[engine] short_call_us`, 100 µs by default) keeps
+    /// the plugin's consumer through its next call and on to the next delivery, and the other
+    /// lanes wait: handing the consumer over wakes another lane's thread, which costs more than
+    /// a call this short. After a longer call the lane lets the consumer go before its next
+    /// call, so that the plugin's lanes run side by side.
+    fn let_go_after(
+        &self,
+        took: Duration,
+        held: &mut Option<HeldConsumer>,
+        settling: &mut Settling,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        if took >= self.dispatcher.loans.short_call() {
+            *held = None;
+        }
+        if took >= SETTLE_ON_LANE_UNDER {
+            settling.hand_over(&self.settling, runtime);
+        }
+    }
 }
+
+/// A lane whose last call took at least this long hands its unfinished settling to the
+/// runtime: the lane polls its settling only between calls, and would otherwise hold acks
+/// (and the prefetch they free) for as long as its calls take, up to the tick after which
+/// the timer calls them in. Short calls, the usual case, keep it on the lane.
+const SETTLE_ON_LANE_UNDER: Duration = Duration::from_millis(1);
 
 impl Dispatcher {
     /// Whether the inbox says this endpoint handled the message before. If the inbox cannot

@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use tracing::Instrument as _;
 
 use crate::config::{BrokerUrl, HostConfig};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Lending};
 use crate::engine::CourierEngine;
 use crate::envelope::Envelope;
 use crate::inbox::{self, Inbox};
@@ -113,6 +113,10 @@ impl Host {
                 &name,
                 inbox,
                 config.session_keys.clone().into(),
+                Lending {
+                    short_call: Duration::from_micros(config.engine.short_call_us),
+                    tick: Duration::from_millis(config.engine.epoch_tick_ms),
+                },
             ),
             config,
             transport,

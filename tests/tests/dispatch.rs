@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use courier_host::Host;
 use courier_host::recoverability::headers;
 use courier_tests::*;
 use serde_json::json;
@@ -75,6 +76,54 @@ async fn a_handler_that_loops_forever_is_stopped_at_its_deadline_while_others_ar
     // And the plugin keeps serving after the trap.
     publish(&host, &test_type("Ping"), json!({"n": 2})).await;
     assert_eq!(tap.take(2).await.len(), 2);
+}
+
+/// A lane whose calls are short keeps the plugin's consumer from one delivery to the next. A
+/// call that turns out long must let the other lane take deliveries within an epoch tick
+/// (5 ms), not only once it ends, whether it waits in a host function (a WASI clock) or
+/// computes. Each long call here runs for seconds; the ping sent after it must be answered
+/// well before the call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_call_after_short_ones_lets_the_other_lanes_take_deliveries() {
+    // Calls count as short below 50 ms here, so that the debug build's count too.
+    let host = host_with(
+        "[engine]\nshort_call_us = 50000\n[plugins.probe]\ndeadline_ms = 6000\nimmediate_retries = 0\nredelivery_delays_ms = []\nconcurrency = 2",
+        &["probe"],
+    )
+    .await;
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Pong")]).await;
+    let mut slow_done = Tap::new(&host, "slow-done", &[&test_type("SlowDone")]).await;
+    // A call that sleeps for 4 s on a WASI clock: no guest code runs meanwhile.
+    let ping = short_calls(&host, &mut tap, 0).await;
+    publish(&host, &test_type("Slow"), json!({"n": 1, "ms": 4000})).await;
+    publish(&host, &test_type("Ping"), json!({"n": ping})).await;
+    let pong = tokio::time::timeout(Duration::from_secs(2), tap.next())
+        .await
+        .expect("the ping waited for the sleeping call to end");
+    assert_eq!(body_json(&pong)["n"], ping);
+    assert_eq!(body_json(&slow_done.next().await)["n"], 1);
+
+    // A call that spins until its deadline, 6 s.
+    let ping = short_calls(&host, &mut tap, ping + 1).await;
+    publish(&host, &test_type("Spin"), json!({})).await;
+    publish(&host, &test_type("Ping"), json!({"n": ping})).await;
+    let pong = tokio::time::timeout(Duration::from_secs(3), tap.next())
+        .await
+        .expect("the ping waited for the spinning call to end");
+    assert_eq!(body_json(&pong)["n"], ping);
+    let stopped = drain_queue(&host, "probe_error", 1).await;
+    let error = stopped[0].header(headers::MESSAGE).unwrap();
+    assert!(error.contains("deadline of 6000 ms exceeded"), "{error}");
+}
+
+/// Pings answered one after another, numbered from `first`: the lane that makes these calls
+/// keeps the consumer. Returns the number of the next ping.
+async fn short_calls(host: &Host, tap: &mut Tap, first: u64) -> u64 {
+    for n in first..first + 20 {
+        publish(host, &test_type("Ping"), json!({"n": n})).await;
+        assert_eq!(body_json(&tap.next().await)["n"], n);
+    }
+    first + 20
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

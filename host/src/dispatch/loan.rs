@@ -1,0 +1,265 @@
+//! What a lane keeps between deliveries, what it lends while its handler runs, and the timer
+//! that takes the loan back from a call that runs long.
+//!
+//! A lane keeps two things that others wait for:
+//! - the plugin's consumer, while its calls are short (`[engine] short_call_us`): handing the
+//!   consumer to another lane for every delivery wakes that lane's thread, which costs more
+//!   than a short call (docs/performance.md);
+//! - the settling it started (each delivery's publish, confirms and ack), which it polls
+//!   whenever it waits, so that a confirm wakes the thread that acks rather than a task on
+//!   another one.
+//!
+//! Neither is polled nor taken from while a handler runs. So for each call the lane lends
+//! both to its [`Loan`], and takes back afterwards whatever is still there. A call still
+//! running an epoch tick (`[engine] epoch_tick_ms`) after it started loses both: the consumer
+//! goes to the plugin's next lane, and the settling to tasks of the runtime. The timer
+//! measures wall time, so a call that waits in a host function (a WASI clock) lets go as
+//! surely as one that computes, and the call's own deadline is left alone.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
+
+use crate::transport::Consumer;
+
+/// A plugin's consumer, held by the lane that takes turns on it now.
+pub(super) type HeldConsumer = tokio::sync::OwnedMutexGuard<Option<Box<dyn Consumer>>>;
+
+/// How long lanes may keep what others wait for (`[engine] short_call_us` and
+/// `epoch_tick_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct Lending {
+    /// A lane whose last call was shorter keeps its plugin's consumer through the next one.
+    pub short_call: Duration,
+    /// A call running this long loses what its lane lent it.
+    pub tick: Duration,
+}
+
+/// The loans of a dispatcher's lanes, and the timer that calls in overdue ones.
+pub(super) struct Loans {
+    lending: Lending,
+    loans: Mutex<Vec<Weak<Loan>>>,
+    /// Set while the timer waits for a loan, having found none out.
+    idle: AtomicBool,
+    /// Wakes the timer: for a loan while it is idle, and to end once these loans are gone.
+    wake: Arc<Notify>,
+}
+
+impl Drop for Loans {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+impl std::fmt::Debug for Loans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loans")
+            .field("lending", &self.lending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Loans {
+    /// Starts the timer on the current runtime. It runs as long as the loans do, which the
+    /// dispatcher and its lanes hold: a lane draining after the host was told to stop can
+    /// still be called in.
+    pub(super) fn start(lending: Lending) -> Arc<Self> {
+        let wake = Arc::new(Notify::new());
+        let loans = Arc::new(Loans {
+            lending,
+            loans: Mutex::default(),
+            idle: AtomicBool::new(false),
+            wake: Arc::clone(&wake),
+        });
+        tokio::spawn(call_in(Arc::downgrade(&loans), wake, lending.tick));
+        loans
+    }
+
+    pub(super) fn short_call(&self) -> Duration {
+        self.lending.short_call
+    }
+
+    /// A lane's loan. Settling it calls in goes to `tasks` on `runtime`.
+    pub(super) fn open(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        tasks: &TaskTracker,
+    ) -> Lender {
+        let loan = Arc::new(Loan {
+            lent: Mutex::default(),
+            runtime: runtime.clone(),
+            tasks: tasks.clone(),
+        });
+        let mut loans = self.loans.lock().unwrap_or_else(PoisonError::into_inner);
+        loans.retain(|loan| loan.strong_count() > 0);
+        loans.push(Arc::downgrade(&loan));
+        Lender {
+            loans: Arc::clone(self),
+            loan,
+        }
+    }
+
+    /// Calls in what is overdue; whether any loan is still out. If none is, the timer goes
+    /// idle, to be woken by the next loan.
+    fn call_in_or_idle(&self) -> bool {
+        if self.call_in_overdue() {
+            return true;
+        }
+        self.idle.store(true, Ordering::SeqCst);
+        // A loan made after the scan above and before `idle` was set did not wake the timer:
+        // look again.
+        if self.call_in_overdue() {
+            self.idle.store(false, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    /// Calls in the loans out for a tick or more; whether any loan is still out.
+    fn call_in_overdue(&self) -> bool {
+        let loans: Vec<Arc<Loan>> = self
+            .loans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let now = Instant::now();
+        let mut out = false;
+        for loan in loans {
+            let mut lent = loan.lent();
+            match lent.since {
+                Some(since) if now.duration_since(since) >= self.lending.tick => {
+                    let called_in = std::mem::take(&mut *lent);
+                    drop(lent);
+                    loan.release(called_in);
+                }
+                Some(_) => out = true,
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+/// Every tick: calls in the loans out for a tick or more. With none out it waits for the next
+/// loan instead, so that an idle host is not woken. It ends once the loans are dropped.
+async fn call_in(loans: Weak<Loans>, wake: Arc<Notify>, tick: Duration) {
+    loop {
+        let Some(out) = loans.upgrade().map(|loans| loans.call_in_or_idle()) else {
+            return;
+        };
+        if !out {
+            wake.notified().await;
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
+/// What one lane lent to its current call.
+struct Loan {
+    lent: Mutex<Lent>,
+    runtime: tokio::runtime::Handle,
+    tasks: TaskTracker,
+}
+
+#[derive(Default)]
+struct Lent {
+    /// When the call started; `None` between calls, and once called in.
+    since: Option<Instant>,
+    consumer: Option<HeldConsumer>,
+    settling: Settling,
+}
+
+impl Loan {
+    fn lent(&self) -> MutexGuard<'_, Lent> {
+        self.lent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The consumer goes to the next lane, and the settling to the runtime.
+    fn release(&self, lent: Lent) {
+        drop(lent.consumer);
+        let mut settling = lent.settling;
+        settling.hand_over(&self.tasks, &self.runtime);
+    }
+}
+
+/// A lane's side of its loan. Dropped (the lane ends, or its thread unwinds), it releases
+/// whatever is lent.
+pub(super) struct Lender {
+    loans: Arc<Loans>,
+    loan: Arc<Loan>,
+}
+
+impl Lender {
+    /// Runs `call` with `consumer` and `settling` lent, and puts back whatever was not
+    /// called in meanwhile.
+    pub(super) fn during<T>(
+        &self,
+        consumer: &mut Option<HeldConsumer>,
+        settling: &mut Settling,
+        call: impl FnOnce() -> T,
+    ) -> T {
+        {
+            let mut lent = self.loan.lent();
+            lent.since = Some(Instant::now());
+            lent.consumer = consumer.take();
+            lent.settling = std::mem::take(settling);
+        }
+        if self.loans.idle.swap(false, Ordering::SeqCst) {
+            self.loans.wake.notify_one();
+        }
+        let result = call();
+        let mut lent = self.loan.lent();
+        lent.since = None;
+        *consumer = lent.consumer.take();
+        *settling = std::mem::take(&mut lent.settling);
+        result
+    }
+}
+
+impl Drop for Lender {
+    fn drop(&mut self) {
+        let lent = std::mem::take(&mut *self.loan.lent());
+        self.loan.release(lent);
+    }
+}
+
+/// The settling a lane started and has not finished: each delivery's publish, confirms and
+/// ack, in one future.
+#[derive(Default)]
+pub(super) struct Settling {
+    pending: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Settling {
+    pub(super) fn push(&mut self, settle: impl Future<Output = ()> + Send + 'static) {
+        self.pending.push(Box::pin(settle));
+    }
+
+    /// Waits for `next`, settling what can be settled meanwhile. The settling is polled
+    /// first, so the follow-ups of the call just made leave before the lane waits.
+    pub(super) async fn alongside<T>(&mut self, next: impl Future<Output = T>) -> T {
+        let mut next = std::pin::pin!(next);
+        std::future::poll_fn(|cx| {
+            while let Poll::Ready(Some(())) = self.pending.poll_next_unpin(cx) {}
+            next.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Moves whatever still settles to tasks of the runtime.
+    pub(super) fn hand_over(&mut self, tasks: &TaskTracker, runtime: &tokio::runtime::Handle) {
+        for settle in std::mem::take(&mut self.pending) {
+            tasks.spawn_on(settle, runtime);
+        }
+    }
+}
