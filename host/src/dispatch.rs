@@ -2,11 +2,12 @@
 //!
 //! Each plugin has `concurrency` lanes. A lane is a thread of the runtime's blocking pool that
 //! takes one delivery at a time from the plugin's consumer and runs the handler synchronously.
-//! Settling the delivery (publish the outbox, wait for the confirms, ack) is a future the lane
-//! keeps and polls whenever it waits, so the lane goes on to the next delivery while the broker
-//! confirms, and a confirm wakes the lane that acks rather than a task on another thread. The
-//! consumer's prefetch, [`prefetch_for`] the concurrency, bounds the deliveries handled or
-//! being settled.
+//! Settling the delivery (publish the outbox, wait for the confirms, ack) starts on the lane;
+//! what must wait goes on as a future the lane keeps and polls whenever it waits (RabbitMQ:
+//! a confirm wakes the lane that acks rather than a task on another thread), or as a task of
+//! the runtime (the embedded broker; see `Transport::lanes_keep_settling`). Either way the
+//! lane goes on to the next delivery while the broker confirms. The consumer's prefetch,
+//! [`prefetch_for`] the concurrency, bounds the deliveries handled or being settled.
 //!
 //! The lanes take turns on the consumer (the plugin's `Feed`): a delivery goes from the
 //! broker to the thread that handles it, with no task in between to wake. On two cores, the
@@ -523,6 +524,7 @@ impl Lane {
     fn run(self) {
         let runtime = tokio::runtime::Handle::current();
         let lender = self.dispatcher.loans.open(&runtime, &self.settling);
+        let keep_settling = self.dispatcher.transport.lanes_keep_settling();
         // The settling this lane started that still waits on the broker, polled whenever the
         // lane waits for its next delivery.
         let mut settling = Settling::default();
@@ -570,18 +572,29 @@ impl Lane {
                     Step::SetAside { .. } | Step::DropExpired { .. } => switch.record_set_aside(),
                 }
             }
-            // Settling waits on the broker (confirms, then the ack); the lane does not. The
-            // follow-ups leave from this thread when the lane next waits, before it takes
-            // another delivery; the prefetch bounds what is in flight.
+            // Settling waits on the broker (confirms, then the ack); the lane does not. It
+            // starts the settling itself, so the follow-ups leave without a hop to another
+            // thread, and keeps what must wait, or hands it to the runtime (see
+            // `Transport::lanes_keep_settling`); the prefetch bounds what is in flight.
             let dispatcher = self.dispatcher.clone();
             let queue = self.queue.clone();
-            settling.push(
+            let mut settle = Box::pin(
                 async move {
                     dispatcher.settle(&plugin, &queue, delivery, step).await;
                     dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
                 }
                 .instrument(span.clone()),
             );
+            if runtime
+                .block_on(futures_lite::future::poll_once(&mut settle))
+                .is_none()
+            {
+                if keep_settling {
+                    settling.push(settle);
+                } else {
+                    self.settling.spawn_on(settle, &runtime);
+                }
+            }
             self.let_go_after(last_call, &mut held, &mut settling, &runtime);
         }
         drop(held);

@@ -153,6 +153,45 @@ async fn a_plain_amqp_client_can_publish_into_courier() {
     host.shutdown().await;
 }
 
+/// A lane keeps what it settles between calls, and lends it to each call: a call that runs
+/// long must let it go within an epoch tick, so that a delivery handled before the long call
+/// is acked (and counted) while the long call still runs, not after it. One lane: the ping
+/// is handled, then a call sleeps for 4 s on a WASI clock. Without the call-in this fails
+/// whenever the ping's confirm arrives after the lane took the sleeping call (one run in two
+/// here); with it, it cannot fail that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_call_does_not_hold_back_the_settling_of_what_its_lane_handled_before() {
+    let vhost = Vhost::new("lent-settling");
+    let host = amqp_host_with(
+        &vhost,
+        "[plugins.probe]\nconcurrency = 1\ndeadline_ms = 6000",
+        &["probe"],
+    )
+    .await;
+    let mut tap = Tap::new(&host, "tap", &[&test_type("Pong")]).await;
+    let mut slow_done = Tap::new(&host, "slow-done", &[&test_type("SlowDone")]).await;
+    let handled = || -> u64 {
+        let summary = host.summary();
+        summary
+            .by_plugin
+            .values()
+            .map(|counts| counts.handled)
+            .sum()
+    };
+    let started = Instant::now();
+    publish(&host, &test_type("Ping"), json!({"n": 1})).await;
+    publish(&host, &test_type("Slow"), json!({"n": 2, "ms": 4000})).await;
+    assert_eq!(body_json(&tap.next().await)["n"], 1);
+    wait_until("the ping is settled", || handled() >= 1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the ping was settled only after the sleeping call"
+    );
+    assert_eq!(body_json(&slow_done.next().await)["n"], 2);
+    wait_until("both are settled", || handled() == 2).await;
+    host.shutdown().await;
+}
+
 /// Bad input on the wire is taken off the input queue with its reason, and the host keeps
 /// consuming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,9 @@
 //! - the plugin's consumer, while its calls are short (`[engine] short_call_us`): handing the
 //!   consumer to another lane for every delivery wakes that lane's thread, which costs more
 //!   than a short call (docs/performance.md);
-//! - the settling it started (each delivery's publish, confirms and ack), which it polls
-//!   whenever it waits, so that a confirm wakes the thread that acks rather than a task on
-//!   another one.
+//! - on RabbitMQ, the settling it started that waits for confirms (each delivery's publish,
+//!   confirms and ack), which it polls whenever it waits, so that a confirm wakes the thread
+//!   that acks rather than a task on another one.
 //!
 //! Neither is polled nor taken from while a handler runs. So for each call the lane lends
 //! both to its [`Loan`], and takes back afterwards whatever is still there. A call still
@@ -241,8 +241,8 @@ pub(super) struct Settling {
 }
 
 impl Settling {
-    pub(super) fn push(&mut self, settle: impl Future<Output = ()> + Send + 'static) {
-        self.pending.push(Box::pin(settle));
+    pub(super) fn push(&mut self, settle: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        self.pending.push(settle);
     }
 
     /// Waits for `next`, settling what can be settled meanwhile. The settling is polled

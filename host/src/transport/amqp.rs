@@ -840,6 +840,10 @@ impl Transport for AmqpTransport {
         "rabbitmq"
     }
 
+    fn lanes_keep_settling(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         self.inner.shown.clone()
     }

@@ -189,6 +189,16 @@ pub trait Transport: Send + Sync + 'static {
     /// (`messaging.system`): `rabbitmq`, or `courier` for the embedded broker.
     fn messaging_system(&self) -> &'static str;
 
+    /// Whether a lane keeps the settling of what it handled that must wait, polling it
+    /// between calls, rather than handing it to a task of the runtime. It pays where the
+    /// wait is for the broker's answer over the network (a confirm), which wakes one thread
+    /// either way: the lane's, which then acks itself. On the embedded broker a settle waits
+    /// only for room in a full queue, which another lane's ack makes, and a lane parked on
+    /// that is a thread woken for every ack (docs/performance.md).
+    fn lanes_keep_settling(&self) -> bool {
+        false
+    }
+
     /// Messages ready in the given queues (not counting those delivered and not yet settled).
     async fn ready_count(&self, queues: &[String]) -> Result<u64>;
 
