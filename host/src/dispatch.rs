@@ -16,7 +16,7 @@
 //! delivery to the next, since waking another lane's thread costs more than such a call. What
 //! a lane keeps is lent to each call and called in by a timer once the call has run for an
 //! epoch tick (`dispatch/loan.rs`), so a call that turns out long holds up the other lanes,
-//! and the acks of what its lane handled before, for a tick at most.
+//! and the acks of what its lane handled before, for two ticks at most.
 //!
 //! Each plugin's feed and lanes form a *runner*, started and stopped on their own: a new
 //! version of a plugin needs no new runner (each lane reads the plugin's current version for
@@ -516,7 +516,7 @@ struct Lane {
     queue: String,
     source: Source,
     switch: Option<Arc<KillSwitch>>,
-    /// The runner's tasks, where settling that must wait goes on.
+    /// The runner's tasks, where settling goes once the lane lets go of it.
     settling: TaskTracker,
 }
 
@@ -527,7 +527,7 @@ impl Lane {
         let keep_settling = self.dispatcher.transport.lanes_keep_settling();
         // The settling this lane started that still waits on the broker, polled whenever the
         // lane waits for its next delivery.
-        let mut settling = Settling::default();
+        let mut settling = lender.settling();
         // The plugin's consumer, while this lane keeps it between deliveries.
         let mut held = None;
         // How long the lane's last handler call took; unknown before the first, which is
@@ -545,25 +545,26 @@ impl Lane {
                 &delivery.envelope,
             );
             let _entered = span.enter();
-            if self
-                .dispatcher
-                .already_handled(&runtime, &plugin, &self.queue, &delivery)
-            {
+            // If the last call was long, this one may be too: the next lane has the consumer
+            // through it, and the runtime what still settles.
+            self.let_go_after(last_call, &mut held, &mut settling);
+            let mut delivery = delivery;
+            // The inbox's look-up (a round trip with PostgreSQL) and the handler run here, with
+            // what the lane keeps lent, and called in if they take a tick. The handler runs
+            // outside `block_on`: WASI may block on the runtime itself.
+            let started = Instant::now();
+            let step = lender.during(&mut held, &mut settling, || {
+                let seen =
+                    self.dispatcher
+                        .already_handled(&runtime, &plugin, &self.queue, &delivery);
+                (!seen).then(|| self.dispatcher.run(&plugin, &self.queue, &mut delivery))
+            });
+            last_call = started.elapsed();
+            let Some(step) = step else {
                 runtime.block_on(ack(delivery));
                 self.dispatcher.in_flight.fetch_sub(1, Ordering::SeqCst);
                 continue;
-            }
-            // If the last call was long, this one may be too: the next lane has the consumer
-            // through it, and the runtime what still settles.
-            self.let_go_after(last_call, &mut held, &mut settling, &runtime);
-            let mut delivery = delivery;
-            // The handler runs here, outside `block_on`: WASI may block on the runtime itself.
-            // What the lane keeps is lent to the call, and called in if it runs for a tick.
-            let started = Instant::now();
-            let step = lender.during(&mut held, &mut settling, || {
-                self.dispatcher.run(&plugin, &self.queue, &mut delivery)
-            });
-            last_call = started.elapsed();
+            };
             if let Some(switch) = &self.switch {
                 match &step {
                     Step::Decided(decision, _) => {
@@ -595,12 +596,12 @@ impl Lane {
                     self.settling.spawn_on(settle, &runtime);
                 }
             }
-            self.let_go_after(last_call, &mut held, &mut settling, &runtime);
+            self.let_go_after(last_call, &mut held, &mut settling);
         }
         drop(held);
         // The runner stops: what still settles finishes on the runtime, which the runner's
         // drain waits for.
-        settling.hand_over(&self.settling, &runtime);
+        settling.hand_over();
         tracing::debug!(queue = %self.queue, "lane stopped");
     }
 
@@ -617,13 +618,12 @@ impl Lane {
         took: Duration,
         held: &mut Option<HeldConsumer>,
         settling: &mut Settling,
-        runtime: &tokio::runtime::Handle,
     ) {
         if took >= self.dispatcher.loans.short_call() {
             *held = None;
         }
         if took >= SETTLE_ON_LANE_UNDER {
-            settling.hand_over(&self.settling, runtime);
+            settling.hand_over();
         }
     }
 }

@@ -10,9 +10,10 @@
 //!   that acks rather than a task on another one.
 //!
 //! Neither is polled nor taken from while a handler runs. So for each call the lane lends
-//! both to its [`Loan`], and takes back afterwards whatever is still there. A call still
+//! both to its [`Loan`], and takes back afterwards whatever is still there. A call found still
 //! running an epoch tick (`[engine] epoch_tick_ms`) after it started loses both: the consumer
-//! goes to the plugin's next lane, and the settling to tasks of the runtime. The timer
+//! goes to the plugin's next lane, and the settling to tasks of the runtime. The timer looks
+//! once a tick, so that happens between one and two ticks into the call. The timer
 //! measures wall time, so a call that waits in a host function (a WASI clock) lets go as
 //! surely as one that computes, and the call's own deadline is left alone.
 
@@ -138,8 +139,10 @@ impl Loans {
             let mut lent = loan.lent();
             match lent.since {
                 Some(since) if now.duration_since(since) >= self.lending.tick => {
+                    // Released under the lock: the call cannot return and its lane end (and
+                    // the runner's drain stop waiting) before the settling is a task of the
+                    // runner. Neither dropping the guard nor spawning takes a lock of ours.
                     let called_in = std::mem::take(&mut *lent);
-                    drop(lent);
                     loan.release(called_in);
                 }
                 Some(_) => out = true,
@@ -176,7 +179,7 @@ struct Lent {
     /// When the call started; `None` between calls, and once called in.
     since: Option<Instant>,
     consumer: Option<HeldConsumer>,
-    settling: Settling,
+    pending: Pending,
 }
 
 impl Loan {
@@ -187,8 +190,7 @@ impl Loan {
     /// The consumer goes to the next lane, and the settling to the runtime.
     fn release(&self, lent: Lent) {
         drop(lent.consumer);
-        let mut settling = lent.settling;
-        settling.hand_over(&self.tasks, &self.runtime);
+        hand_over(lent.pending, &self.tasks, &self.runtime);
     }
 }
 
@@ -200,6 +202,16 @@ pub(super) struct Lender {
 }
 
 impl Lender {
+    /// The lane's settling, which goes to the runtime when the lane lets go of it: when the
+    /// lane decides so, when it ends, or when its thread unwinds.
+    pub(super) fn settling(&self) -> Settling {
+        Settling {
+            pending: Pending::default(),
+            tasks: self.loan.tasks.clone(),
+            runtime: self.loan.runtime.clone(),
+        }
+    }
+
     /// Runs `call` with `consumer` and `settling` lent, and puts back whatever was not
     /// called in meanwhile.
     pub(super) fn during<T>(
@@ -212,7 +224,7 @@ impl Lender {
             let mut lent = self.loan.lent();
             lent.since = Some(Instant::now());
             lent.consumer = consumer.take();
-            lent.settling = std::mem::take(settling);
+            lent.pending = std::mem::take(&mut settling.pending);
         }
         if self.loans.idle.swap(false, Ordering::SeqCst) {
             self.loans.wake.notify_one();
@@ -221,23 +233,28 @@ impl Lender {
         let mut lent = self.loan.lent();
         lent.since = None;
         *consumer = lent.consumer.take();
-        *settling = std::mem::take(&mut lent.settling);
+        settling.pending = std::mem::take(&mut lent.pending);
         result
     }
 }
 
 impl Drop for Lender {
     fn drop(&mut self) {
-        let lent = std::mem::take(&mut *self.loan.lent());
-        self.loan.release(lent);
+        let mut lent = self.loan.lent();
+        let called_in = std::mem::take(&mut *lent);
+        self.loan.release(called_in);
     }
 }
 
+type Pending = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
 /// The settling a lane started and has not finished: each delivery's publish, confirms and
-/// ack, in one future.
-#[derive(Default)]
+/// ack, in one future. Dropped, it hands what is left to the runtime, so a lane that ends or
+/// unwinds leaves no delivery unsettled.
 pub(super) struct Settling {
-    pending: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    pending: Pending,
+    tasks: TaskTracker,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Settling {
@@ -257,9 +274,23 @@ impl Settling {
     }
 
     /// Moves whatever still settles to tasks of the runtime.
-    pub(super) fn hand_over(&mut self, tasks: &TaskTracker, runtime: &tokio::runtime::Handle) {
-        for settle in std::mem::take(&mut self.pending) {
-            tasks.spawn_on(settle, runtime);
-        }
+    pub(super) fn hand_over(&mut self) {
+        hand_over(
+            std::mem::take(&mut self.pending),
+            &self.tasks,
+            &self.runtime,
+        );
+    }
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        self.hand_over();
+    }
+}
+
+fn hand_over(pending: Pending, tasks: &TaskTracker, runtime: &tokio::runtime::Handle) {
+    for settle in pending {
+        tasks.spawn_on(settle, runtime);
     }
 }
