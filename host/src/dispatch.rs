@@ -630,8 +630,8 @@ impl Lane {
 
 /// A lane whose last call took at least this long hands its unfinished settling to the
 /// runtime: the lane polls its settling only between calls, and would otherwise hold acks
-/// (and the prefetch they free) for as long as its calls take, up to the tick after which
-/// the timer calls them in. Short calls, the usual case, keep it on the lane.
+/// (and the prefetch they free) for as long as its calls take, until the timer calls them in
+/// (within two ticks). Short calls, the usual case, keep it on the lane.
 const SETTLE_ON_LANE_UNDER: Duration = Duration::from_millis(1);
 
 impl Dispatcher {
