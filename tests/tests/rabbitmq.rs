@@ -154,7 +154,7 @@ async fn a_plain_amqp_client_can_publish_into_courier() {
 }
 
 /// A lane keeps what it settles between calls, and lends it to each call: a call that runs
-/// long must let it go within an epoch tick, so that a delivery handled before the long call
+/// long must let it go within two epoch ticks, so that a delivery handled before the long call
 /// is acked (and counted) while the long call still runs, not after it. One lane: the ping
 /// is handled, then a call sleeps for 4 s on a WASI clock. Without the call-in this fails
 /// whenever the ping's confirm arrives after the lane took the sleeping call (one run in two
