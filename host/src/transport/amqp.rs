@@ -90,7 +90,8 @@ impl std::fmt::Debug for Inner {
 #[derive(Clone)]
 struct Link {
     connection: Arc<Connection>,
-    publisher: Channel,
+    /// Shared by every clone of the link (one per publish): see [`AmqpConsumer::current`].
+    publisher: Arc<Channel>,
     generation: u64,
     /// Exchanges known to exist on this connection.
     exchanges: Arc<Mutex<HashSet<String>>>,
@@ -209,7 +210,7 @@ impl Inner {
             .context("cannot enable publisher confirms")?;
         let link = Link {
             connection: Arc::new(connection),
-            publisher,
+            publisher: Arc::new(publisher),
             generation,
             exchanges: Arc::default(),
         };
@@ -341,7 +342,7 @@ impl Inner {
             look_at_queue(&channel, queue).await.is_ok()
         };
         if !exists {
-            close_quietly(channel).await;
+            close_quietly(&channel).await;
             return;
         }
         // The types' exchanges exist: the new shape was just bound to each of them.
@@ -358,7 +359,7 @@ impl Inner {
                 "unbound the endpoint's former shape from a type it handles"
             );
         }
-        close_quietly(channel).await;
+        close_quietly(&channel).await;
     }
 
     /// An ordered endpoint: its consistent-hash exchange, bound to the types' exchanges, and
@@ -541,7 +542,7 @@ impl Inner {
         let channel = self.side_channel().await?;
         let is_queue = look_at_queue(&channel, name).await.is_ok();
         if is_queue {
-            close_quietly(channel).await;
+            close_quietly(&channel).await;
             self.queues
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -551,7 +552,7 @@ impl Inner {
         // The failed look closed that channel.
         let channel = self.side_channel().await?;
         let is_exchange = look_at_exchange(&channel, name).await.is_ok();
-        close_quietly(channel).await;
+        close_quietly(&channel).await;
         if !is_exchange {
             bail!("no queue named `{name}`");
         }
@@ -592,7 +593,7 @@ impl Inner {
             }
             again.push(message);
         }
-        close_quietly(channel).await;
+        close_quietly(&channel).await;
         let returned = self.publish_once(again.iter().copied()).await?;
         if let Some(index) = returned.first() {
             bail!("{} was returned by the broker", describe(again[*index]));
@@ -772,7 +773,7 @@ impl Transport for AmqpTransport {
                 .await
                 .with_context(|| format!("cannot unbind {what} `{queue}` from `{exchange}`"))?;
         }
-        close_quietly(channel).await;
+        close_quietly(&channel).await;
         Ok(())
     }
 
@@ -819,7 +820,7 @@ impl Transport for AmqpTransport {
                 .with_context(|| format!("cannot look at queue `{queue}`"))?;
             ready += u64::from(declared.message_count());
         }
-        close_quietly(channel).await;
+        close_quietly(&channel).await;
         Ok(ready)
     }
 
@@ -828,7 +829,7 @@ impl Transport for AmqpTransport {
         let declared = look_at_queue(&channel, queue)
             .await
             .with_context(|| format!("cannot look at queue `{queue}`"))?;
-        close_quietly(channel).await;
+        close_quietly(&channel).await;
         Ok(declared.consumer_count())
     }
 
@@ -882,11 +883,13 @@ struct AmqpConsumer {
     inner: Arc<Inner>,
     queue: String,
     prefetch: u16,
-    current: Option<(Channel, lapin::Consumer)>,
+    /// The channel is shared with the ackers of its deliveries: cloning a lapin `Channel`
+    /// clones a dozen `Arc`s, too many to do for every delivery.
+    current: Option<(Arc<Channel>, lapin::Consumer)>,
     /// After [`Consumer::rejoin`]: subscribe again no sooner than this.
     rejoin_at: Option<tokio::time::Instant>,
     /// The channel of a cancelled consumer, open until [`Consumer::close`].
-    cancelled: Option<Channel>,
+    cancelled: Option<Arc<Channel>>,
 }
 
 impl AmqpConsumer {
@@ -927,9 +930,9 @@ impl Consumer for AmqpConsumer {
                     tokio::time::sleep_until(at).await;
                 }
                 match self.subscribe().await {
-                    Ok(subscribed) => {
+                    Ok((channel, consumer)) => {
                         tracing::debug!(queue = %self.queue, prefetch = self.prefetch, "subscribed");
-                        self.current = Some(subscribed);
+                        self.current = Some((Arc::new(channel), consumer));
                         backoff = Duration::from_millis(100);
                     }
                     Err(error) => {
@@ -956,7 +959,7 @@ impl Consumer for AmqpConsumer {
                         dead_letter_reason,
                         acker: Box::new(AmqpAcker {
                             delivery_tag: delivery.delivery_tag,
-                            channel: channel.clone(),
+                            channel: Arc::clone(channel),
                             inner: Arc::clone(&self.inner),
                             queue: self.queue.clone(),
                         }),
@@ -978,7 +981,7 @@ impl Consumer for AmqpConsumer {
         let cancelled = self.cancelled.take();
         let current = self.current.take().map(|(channel, _)| channel);
         for channel in cancelled.into_iter().chain(current) {
-            close_quietly(channel).await;
+            close_quietly(&channel).await;
         }
     }
 
@@ -986,7 +989,7 @@ impl Consumer for AmqpConsumer {
         // Nothing taken from this channel is unsettled: closing it returns only what the
         // broker sent ahead, and hands the queue to the next consumer.
         if let Some((channel, _)) = self.current.take() {
-            close_quietly(channel).await;
+            close_quietly(&channel).await;
         }
         self.rejoin_at = Some(tokio::time::Instant::now() + pause);
     }
@@ -1000,7 +1003,7 @@ impl Consumer for AmqpConsumer {
         // Bounded like the connection's close: a cancel the broker never confirms must not
         // keep the host from draining. Closing the channel or the connection ends the
         // consumer anyway.
-        self.cancelled = Some(channel.clone());
+        self.cancelled = Some(Arc::clone(&channel));
         let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
         match tokio::time::timeout(CLOSE_PATIENCE, cancelling).await {
             Ok(Ok(())) => {}
@@ -1025,7 +1028,7 @@ impl Consumer for AmqpConsumer {
 /// `Acker` answered `Ok(false)`.
 struct AmqpAcker {
     delivery_tag: u64,
-    channel: Channel,
+    channel: Arc<Channel>,
     inner: Arc<Inner>,
     queue: String,
 }
@@ -1141,7 +1144,7 @@ async fn unbind_from(
 }
 
 /// Closes a channel that served its purpose; an error only means it is already gone.
-async fn close_quietly(channel: Channel) {
+async fn close_quietly(channel: &Channel) {
     if let Err(error) = channel.close(200, "done".into()).await {
         tracing::debug!(%error, "closing a channel");
     }
