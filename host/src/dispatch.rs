@@ -553,7 +553,7 @@ impl Lane {
             // what the lane keeps lent, and called in if they take a tick. The handler runs
             // outside `block_on`: WASI may block on the runtime itself.
             let started = Instant::now();
-            let step = lender.during(&mut held, &mut settling, || {
+            let step = lender.during(started, &mut held, &mut settling, || {
                 let seen =
                     self.dispatcher
                         .already_handled(&runtime, &plugin, &self.queue, &delivery);

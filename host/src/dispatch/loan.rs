@@ -212,21 +212,27 @@ impl Lender {
         }
     }
 
-    /// Runs `call` with `consumer` and `settling` lent, and puts back whatever was not
-    /// called in meanwhile.
+    /// Runs `call`, which started at `since`, with `consumer` and `settling` lent, and puts
+    /// back whatever was not called in meanwhile.
     pub(super) fn during<T>(
         &self,
+        since: Instant,
         consumer: &mut Option<HeldConsumer>,
         settling: &mut Settling,
         call: impl FnOnce() -> T,
     ) -> T {
         {
             let mut lent = self.loan.lent();
-            lent.since = Some(Instant::now());
+            lent.since = Some(since);
             lent.consumer = consumer.take();
             lent.pending = std::mem::take(&mut settling.pending);
         }
-        if self.loans.idle.swap(false, Ordering::SeqCst) {
+        // Read before it is written: every lane of the host comes here for every delivery,
+        // and a write would take the flag's cache line from the other cores each time. The
+        // timer sets the flag before it looks at the loans a last time, under each loan's
+        // lock: if that look missed this loan, the flag was set before this lane took the
+        // lock above, and the read sees it.
+        if self.loans.idle.load(Ordering::SeqCst) && self.loans.idle.swap(false, Ordering::SeqCst) {
             self.loans.wake.notify_one();
         }
         let result = call();
