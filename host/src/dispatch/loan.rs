@@ -230,8 +230,9 @@ impl Lender {
         // Read before it is written: every lane of the host comes here for every delivery,
         // and a write would take the flag's cache line from the other cores each time. The
         // timer sets the flag before it looks at the loans a last time, under each loan's
-        // lock: if that look missed this loan, the flag was set before this lane took the
-        // lock above, and the read sees it.
+        // lock (and, to list them, the list's, which a loan opened later took too): if that
+        // look missed this loan, the flag was set before this lane took one of those locks,
+        // and the read sees it.
         if self.loans.idle.load(Ordering::SeqCst) && self.loans.idle.swap(false, Ordering::SeqCst) {
             self.loans.wake.notify_one();
         }
