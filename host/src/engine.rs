@@ -1,5 +1,11 @@
-//! The one WebAssembly engine of a host: pooling allocator, epoch deadlines, and the linker
+//! The one WebAssembly engine of a host: pooling allocator, epoch deadlines, and the linkers
 //! every plugin is instantiated against.
+//!
+//! There are two linkers with the same imports. Handler calls go through the asynchronous one:
+//! its WASI functions are `async`, so a guest waiting on a clock or a stream waits in a future,
+//! and the guest runs on a fiber of its own. `describe` and the check that a component
+//! instantiates go through the synchronous one, where WASI blocks the calling thread, since
+//! they run once at load time, wherever the load happens.
 //!
 //! Stores are dropped where they finish, not on a helper thread: measured here, handing them
 //! to a dropper thread cost more (cross-thread frees contend on the allocator, and every hand-off
@@ -27,11 +33,38 @@ const MEMORY_GUARD_BYTES: u64 = 64 << 10;
 /// them back to the kernel and faulting them in again on the next message.
 const MEMORY_KEEP_RESIDENT_BYTES: usize = 2 << 20;
 
-/// The engine, its tick, and the linker with the host's imports.
+/// How a linker's WASI functions wait.
+#[derive(Clone, Copy)]
+enum Wasi {
+    Sync,
+    Async,
+}
+
+/// A linker with every import the host provides: WASI (deny-by-default, see
+/// [`HostState::new`]), `courier:bus`, and the foreign messaging worlds.
+fn linker_with(engine: &Engine, wasi: Wasi) -> Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    match wasi {
+        Wasi::Sync => wasmtime_wasi::p2::add_to_linker_sync(&mut linker),
+        Wasi::Async => wasmtime_wasi::p2::add_to_linker_async(&mut linker),
+    }
+    .map_err(anyhow::Error::from)
+    .context("cannot link WASI")?;
+    bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the courier:bus imports")?;
+    crate::sandbox::foreign::add_to_linker(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the imports of the foreign messaging worlds")?;
+    Ok(linker)
+}
+
+/// The engine, its tick, and the linkers with the host's imports.
 #[derive(Clone)]
 pub struct CourierEngine {
     engine: Engine,
     linker: Linker<HostState>,
+    linker_async: Linker<HostState>,
     tick: Duration,
     /// The on-disk cache of compiled components, when on.
     cache: Option<CodeCache>,
@@ -74,13 +107,16 @@ fn engine_config(settings: &EngineConfig) -> Config {
         .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT_BYTES)
         .table_keep_resident(64 << 10)
+        // One fiber stack per handler call in progress, as many as there may be instances.
+        .total_stacks(settings.max_instances)
         .pagemap_scan(Enabled::Auto);
 
     let mut config = Config::new();
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
         .epoch_interruption(true)
-        // Handlers run synchronously; the stores need none of the async machinery.
+        // Handler calls run on fibers, which need none of the machinery of the component
+        // model's own concurrency (`run_concurrent`, streams, futures).
         .concurrency_support(false)
         // Reserve only what a memory may grow to, not 4 GiB per slot: with a thousand slots
         // the difference is terabytes of address space to map and unmap.
@@ -111,18 +147,8 @@ impl CourierEngine {
             })
             .context("cannot start the epoch thread")?;
 
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(anyhow::Error::from)
-            .context("cannot link WASI")?;
-        bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
-            state
-        })
-        .map_err(anyhow::Error::from)
-        .context("cannot link the courier:bus imports")?;
-        crate::sandbox::foreign::add_to_linker(&mut linker)
-            .map_err(anyhow::Error::from)
-            .context("cannot link the imports of the foreign messaging worlds")?;
+        let linker = linker_with(&engine, Wasi::Sync)?;
+        let linker_async = linker_with(&engine, Wasi::Async)?;
 
         let cache = if settings.cache {
             let dir = std::path::absolute(&settings.cache_dir).with_context(|| {
@@ -143,6 +169,7 @@ impl CourierEngine {
         Ok(CourierEngine {
             engine,
             linker,
+            linker_async,
             tick,
             cache,
         })
@@ -174,8 +201,14 @@ impl CourierEngine {
         &self.engine
     }
 
+    /// The linker whose WASI blocks the calling thread, for calls made once at load time.
     pub fn linker(&self) -> &Linker<HostState> {
         &self.linker
+    }
+
+    /// The linker whose WASI is asynchronous, for handler calls.
+    pub fn linker_async(&self) -> &Linker<HostState> {
+        &self.linker_async
     }
 
     /// Epoch ticks that cover `deadline` (at least one).

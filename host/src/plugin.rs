@@ -1,5 +1,10 @@
 //! A loaded plugin: compiled once into an `InstancePre`, checked at load, described by
 //! itself, and invoked once per message in a store of its own.
+//!
+//! Handler calls are asynchronous underneath (the engine's asynchronous linker, the guest on a
+//! fiber): the guest yields at every epoch tick and is interrupted at its deadline, measured in
+//! wall time from the start of the call. [`Plugin::invoke`] drives such a call to its end on
+//! the calling thread.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -95,9 +100,9 @@ pub struct Plugin {
     retired: AtomicBool,
     settings: PluginSettings,
     identity: Arc<PluginIdentity>,
+    /// Pre-instantiated against the asynchronous linker, for handler calls.
     pre: Pre,
     engine: CourierEngine,
-    ticks: u64,
     warm: Mutex<Vec<Warm>>,
 }
 
@@ -170,10 +175,16 @@ impl Plugin {
         let (component, code) = engine
             .compile(bytes)
             .map_err(|e| anyhow!("not a valid WebAssembly component: {}", first_line(&e)))?;
+        let missing_imports =
+            |e: wasmtime::Error| anyhow!("it needs imports the host does not provide: {e:#}");
         let instance_pre = engine
             .linker()
             .instantiate_pre(&component)
-            .map_err(|e| anyhow!("it needs imports the host does not provide: {e:#}"))?;
+            .map_err(missing_imports)?;
+        let instance_pre_async = engine
+            .linker_async()
+            .instantiate_pre(&component)
+            .map_err(missing_imports)?;
         let world = World::of(&component, engine.engine()).ok_or_else(|| {
             anyhow!(
                 "it does not export `{HANDLER_EXPORT}` (with describe and handle), nor the \
@@ -182,16 +193,19 @@ impl Plugin {
                 World::WasmcloudMessaging.export()
             )
         })?;
-        let pre = Pre::new(world, instance_pre).map_err(|e| {
+        let wrong_export = |e: wasmtime::Error| {
             anyhow!(
                 "its `{}` export is not the one the host knows: {e:#}",
                 world.export()
             )
-        })?;
+        };
+        // `describe` and the instantiation check run once, through the synchronous linker.
+        let pre_at_load = Pre::new(world, instance_pre).map_err(wrong_export)?;
+        let pre = Pre::new(world, instance_pre_async).map_err(wrong_export)?;
 
         let provisional = Arc::new(identity_for("(loading)", "", &PluginSettings::default()));
         let info = match (world.is_foreign(), foreign) {
-            (false, None) => describe(engine, &pre, provisional)?,
+            (false, None) => describe(engine, &pre_at_load, provisional)?,
             (false, Some(_)) => bail!(
                 "its sidecar has a [foreign] table, but it is a Courier plugin and describes \
                  itself: remove the table"
@@ -202,14 +216,13 @@ impl Plugin {
             }),
             (true, Some(foreign)) => {
                 let info = foreign_info(foreign)?;
-                check_instantiates(engine, &pre, provisional)?;
+                check_instantiates(engine, &pre_at_load, provisional)?;
                 info
             }
         };
         let settings = settings_for(&info)?;
         Ok(Plugin {
             identity: Arc::new(identity_for(&info.name, &info.version, &settings)),
-            ticks: engine.ticks_for(settings.deadline),
             digest: hex_digest(bytes),
             code,
             loaded_at_ms: now_ms(),
@@ -289,22 +302,26 @@ impl Plugin {
         self.info.subscriptions.iter().any(|s| s == message_type)
     }
 
-    /// Handles one message consumed from `queue`. Runs synchronously, bounded by the
+    /// Handles one message consumed from `queue`, on the calling thread, bounded by the
     /// plugin's deadline.
     pub fn invoke(&self, envelope: &Envelope, queue: &str) -> Invocation {
         let message = to_wit(envelope);
         let parent = Parent::of(envelope, queue);
-        let invocation = match self.settings.instance {
-            InstancePolicy::Fresh => self.invoke_in_fresh(&message, parent),
-            InstancePolicy::Reuse => self.invoke_warm(&message, parent),
-        };
+        let invocation = run_to_end(async {
+            match self.settings.instance {
+                InstancePolicy::Fresh => self.invoke_in_fresh(&message, parent).await,
+                InstancePolicy::Reuse => self.invoke_warm(&message, parent).await,
+            }
+        });
         self.signed(invocation)
     }
 
     /// Handles one message on a new instance, whatever the instance policy: an immediate
     /// retry never runs where the failure happened.
     pub fn invoke_fresh(&self, envelope: &Envelope, queue: &str) -> Invocation {
-        let invocation = self.invoke_in_fresh(&to_wit(envelope), Parent::of(envelope, queue));
+        let message = to_wit(envelope);
+        let parent = Parent::of(envelope, queue);
+        let invocation = run_to_end(self.invoke_in_fresh(&message, parent));
         self.signed(invocation)
     }
 
@@ -323,13 +340,16 @@ impl Plugin {
         invocation
     }
 
-    fn invoke_in_fresh(&self, message: &wit::Message, parent: Parent) -> Invocation {
+    async fn invoke_in_fresh(&self, message: &wit::Message, parent: Parent) -> Invocation {
         let started = std::time::Instant::now();
         let mut store = self.new_store();
-        store.data_mut().begin(parent);
-        let instance = self.pre.instantiate(&mut store);
+        store.data_mut().begin(parent, self.settings.deadline);
+        let instance = self.pre.instantiate_async(&mut store).await;
         let instantiation = Some(started.elapsed());
-        let result = instance.and_then(|bindings| bindings.handle(&mut store, message));
+        let result = match instance {
+            Ok(bindings) => bindings.handle(&mut store, message).await,
+            Err(error) => Err(error),
+        };
         let outbox = store.data_mut().finish();
         let memory_bytes = store.data().linear_memory_bytes();
         drop(store);
@@ -341,7 +361,7 @@ impl Plugin {
         }
     }
 
-    fn invoke_warm(&self, message: &wit::Message, parent: Parent) -> Invocation {
+    async fn invoke_warm(&self, message: &wit::Message, parent: Parent) -> Invocation {
         let pooled = self
             .warm
             .lock()
@@ -353,11 +373,17 @@ impl Plugin {
             None => {
                 let started = std::time::Instant::now();
                 let mut store = self.new_store();
-                let created = self.pre.instantiate(&mut store).map(|bindings| Warm {
-                    store,
-                    bindings,
-                    uses: 0,
-                });
+                // Instantiating runs the guest's start functions: the deadline bounds them.
+                store.data_mut().arm_deadline(self.settings.deadline);
+                let created = self
+                    .pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map(|bindings| Warm {
+                        store,
+                        bindings,
+                        uses: 0,
+                    });
                 instantiation = Some(started.elapsed());
                 created
             }
@@ -373,9 +399,8 @@ impl Plugin {
                 };
             }
         };
-        warm.store.set_epoch_deadline(self.ticks);
-        warm.store.data_mut().begin(parent);
-        let result = warm.bindings.handle(&mut warm.store, message);
+        warm.store.data_mut().begin(parent, self.settings.deadline);
+        let result = warm.bindings.handle(&mut warm.store, message).await;
         let outbox = warm.store.data_mut().finish();
         let memory_bytes = warm.store.data().linear_memory_bytes();
         warm.uses += 1;
@@ -403,8 +428,17 @@ impl Plugin {
         }
     }
 
+    /// A store for handler calls: the guest yields to the executor at every epoch tick, and
+    /// is interrupted (`Trap::Interrupt`) once the deadline its data holds has passed.
     fn new_store(&self) -> Store<HostState> {
-        new_store(&self.engine, Arc::clone(&self.identity), self.ticks)
+        let mut store = Store::new(
+            self.engine.engine(),
+            HostState::new(Arc::clone(&self.identity)),
+        );
+        store.limiter(|state| state.limiter());
+        store.epoch_deadline_callback(|mut context| Ok(context.data_mut().on_epoch_tick()));
+        store.set_epoch_deadline(1);
+        store
     }
 
     fn outcome(&self, result: wasmtime::Result<Result<(), wit::HandleError>>) -> Outcome {
@@ -417,7 +451,9 @@ impl Plugin {
     }
 }
 
-fn new_store(
+/// A store for the calls made at load time, through the synchronous linker: the call traps
+/// once `ticks` epoch ticks have passed.
+fn new_store_at_load(
     engine: &CourierEngine,
     identity: Arc<PluginIdentity>,
     ticks: u64,
@@ -435,7 +471,7 @@ fn check_instantiates(
     pre: &Pre,
     identity: Arc<PluginIdentity>,
 ) -> Result<(Store<HostState>, Instance)> {
-    let mut store = new_store(engine, identity, engine.ticks_for(DESCRIBE_DEADLINE));
+    let mut store = new_store_at_load(engine, identity, engine.ticks_for(DESCRIBE_DEADLINE));
     let instance = pre.instantiate(&mut store).map_err(|e| {
         anyhow!(
             "it cannot be instantiated: {}",
@@ -481,9 +517,7 @@ fn describe(
     let Instance::Courier(bindings) = instance else {
         bail!("only a Courier plugin describes itself");
     };
-    let info = bindings
-        .courier_bus_handler()
-        .call_describe(&mut store)
+    let info = run_to_end(bindings.courier_bus_handler().call_describe(&mut store))
         .map_err(|e| anyhow!("describe failed: {}", describe_trap(&e, DESCRIBE_DEADLINE)))?;
     let info = PluginInfo {
         name: info.name,
@@ -546,6 +580,13 @@ fn identity_for(name: &str, version: &str, settings: &PluginSettings) -> PluginI
             .as_ref()
             .and_then(|f| f.content_type.clone()),
     }
+}
+
+/// Drives a call to its end on the calling thread. WASI's asynchronous functions need a Tokio
+/// runtime for their timers and streams: the caller's if it runs in one (a lane is a thread of
+/// the host's blocking pool), else wasmtime-wasi's own.
+fn run_to_end<F: std::future::Future>(call: F) -> F::Output {
+    wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| futures_lite::future::block_on(call))
 }
 
 /// Says why an instance trapped, in words an operator can act on.

@@ -7,8 +7,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
-use wasmtime::ResourceLimiter;
+use wasmtime::{ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -18,11 +20,13 @@ use crate::transport::Route;
 
 pub mod foreign;
 
-/// Host bindings generated from Courier's own WIT package in `wit/`.
+/// Host bindings generated from Courier's own WIT package in `wit/`. The exports are called
+/// asynchronously (the guest runs on a fiber); the imports are synchronous host functions.
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
+        exports: { default: async },
     });
 }
 
@@ -56,6 +60,8 @@ pub struct HostState {
     outbox: Outbox,
     /// What the host holds for a component of a foreign world.
     foreign: foreign::Held,
+    /// When the handler call in progress must end (see [`HostState::on_epoch_tick`]).
+    deadline_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for HostState {
@@ -92,11 +98,30 @@ impl HostState {
             current,
             parent: None,
             foreign: foreign::Held::default(),
+            deadline_at: None,
         }
     }
 
-    /// Prepares the state for handling one message.
-    pub fn begin(&mut self, parent: Parent) {
+    /// Starts the clock of a call that may run for `deadline`.
+    pub fn arm_deadline(&mut self, deadline: Duration) {
+        self.deadline_at = Some(Instant::now() + deadline);
+    }
+
+    /// What the guest does at an epoch tick of a handler call: yield to the executor, or,
+    /// once the deadline has passed, stop (wasmtime raises `Trap::Interrupt`). The deadline
+    /// is wall time from the start of the call, so time the guest spent waiting in a host
+    /// function (a WASI clock) counts as surely as time it spent computing.
+    pub fn on_epoch_tick(&mut self) -> UpdateDeadline {
+        match self.deadline_at {
+            Some(at) if Instant::now() < at => UpdateDeadline::Yield(1),
+            // Past the deadline, or a call whose deadline was never armed.
+            _ => UpdateDeadline::Interrupt,
+        }
+    }
+
+    /// Prepares the state for handling one message, within `deadline`.
+    pub fn begin(&mut self, parent: Parent, deadline: Duration) {
+        self.arm_deadline(deadline);
         parent
             .id
             .clone_into(&mut self.current.lock().unwrap_or_else(PoisonError::into_inner));

@@ -9,8 +9,10 @@
 
 use std::time::Duration;
 
-use courier_host::Host;
 use courier_host::recoverability::headers;
+use courier_host::{
+    CourierEngine, Host, InstancePolicy, Outcome, Plugin, PluginSettings, PublishRequest,
+};
 use courier_tests::*;
 use serde_json::json;
 
@@ -76,6 +78,43 @@ async fn a_handler_that_loops_forever_is_stopped_at_its_deadline_while_others_ar
     // And the plugin keeps serving after the trap.
     publish(&host, &test_type("Ping"), json!({"n": 2})).await;
     assert_eq!(tap.take(2).await.len(), 2);
+}
+
+/// A deadline is wall time from the start of the call: a handler that waits on a WASI clock
+/// past it is stopped as soon as its own code runs again, rather than given its deadline
+/// afresh. With a reused instance the clock starts again at each call.
+#[test]
+fn a_deadline_counts_the_time_a_handler_waits_in_the_host() {
+    let engine = CourierEngine::new(&test_engine_config()).unwrap();
+    let message = |ms: u64| {
+        PublishRequest::new(test_type("Slow"), json!({"n": 1, "ms": ms}))
+            .into_outbound("test")
+            .unwrap()
+            .envelope
+    };
+    for instance in [InstancePolicy::Fresh, InstancePolicy::Reuse] {
+        let plugin = Plugin::load(&engine, &plugin_file("probe"), |_| {
+            Ok(PluginSettings {
+                deadline: Duration::from_millis(300),
+                instance,
+                ..PluginSettings::default()
+            })
+        })
+        .unwrap();
+        // Two calls of 200 ms each: within the deadline one at a time, past it together.
+        for _ in 0..2 {
+            let within = plugin.invoke(&message(200), "probe");
+            assert_eq!(within.outcome, Outcome::Handled, "{instance:?}");
+            assert_eq!(within.outbox.len(), 1, "{instance:?}");
+        }
+        let past = plugin.invoke(&message(500), "probe");
+        assert_eq!(
+            past.outcome,
+            Outcome::Trapped("deadline of 300 ms exceeded".to_owned()),
+            "{instance:?}"
+        );
+        assert!(past.outbox.is_empty(), "{instance:?}");
+    }
 }
 
 /// A lane whose calls are short keeps the plugin's consumer from one delivery to the next. A

@@ -38,6 +38,7 @@ pub mod wasi {
         path: "../wit/foreign/wasi-messaging",
         world: "wasi:messaging/messaging-core",
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "wasi:messaging/types.client": super::Client,
             "wasi:messaging/types.message": super::ForeignMessage,
@@ -50,6 +51,7 @@ pub mod wasmcloud {
     wasmtime::component::bindgen!({
         path: "../wit/foreign/wasmcloud-messaging",
         world: "wasmcloud:messaging/messaging",
+        exports: { default: async },
     });
 }
 
@@ -148,11 +150,26 @@ impl Pre {
         })
     }
 
+    /// Instantiates through a linker whose host functions are all synchronous.
     pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Instance> {
         Ok(match self {
             Pre::Courier(pre) => Instance::Courier(pre.instantiate(store)?),
             Pre::WasiMessaging(pre) => Instance::WasiMessaging(pre.instantiate(store)?),
             Pre::WasmcloudMessaging(pre) => Instance::WasmcloudMessaging(pre.instantiate(store)?),
+        })
+    }
+
+    /// Instantiates through a linker with asynchronous host functions (WASI's).
+    pub async fn instantiate_async(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Pre::Courier(pre) => Instance::Courier(pre.instantiate_async(store).await?),
+            Pre::WasiMessaging(pre) => Instance::WasiMessaging(pre.instantiate_async(store).await?),
+            Pre::WasmcloudMessaging(pre) => {
+                Instance::WasmcloudMessaging(pre.instantiate_async(store).await?)
+            }
         })
     }
 }
@@ -177,14 +194,17 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     /// Hands `message` to the component's handler. The outer error is a trap.
-    pub fn handle(
+    pub async fn handle(
         &self,
         store: &mut Store<HostState>,
         message: &Message,
     ) -> wasmtime::Result<Result<(), HandleError>> {
         let result = match self {
             Instance::Courier(bindings) => {
-                return bindings.courier_bus_handler().call_handle(store, message);
+                return bindings
+                    .courier_bus_handler()
+                    .call_handle(store, message)
+                    .await;
             }
             Instance::WasiMessaging(bindings) => {
                 let received = ForeignMessage {
@@ -203,7 +223,8 @@ impl Instance {
                 let resource = store.data_mut().hold(received)?;
                 let result = bindings
                     .wasi_messaging_incoming_handler()
-                    .call_handle(&mut *store, resource)?;
+                    .call_handle(&mut *store, resource)
+                    .await?;
                 result.map_err(|error| match error {
                     wasi_types::Error::Timeout => HandleError::Retry("timeout".into()),
                     wasi_types::Error::Connection(reason) => {
@@ -223,7 +244,8 @@ impl Instance {
                 };
                 bindings
                     .wasmcloud_messaging_handler()
-                    .call_handle_message(&mut *store, &received)?
+                    .call_handle_message(&mut *store, &received)
+                    .await?
                     .map_err(HandleError::Retry)
             }
         };
