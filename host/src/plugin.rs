@@ -639,6 +639,15 @@ fn to_wit(envelope: &Envelope) -> wit::Message {
 mod tests {
     use super::*;
 
+    /// A handler call can run as a task on the runtime's workers: its future is `Send`.
+    /// Checked by compiling; never called.
+    #[allow(dead_code, reason = "a compile-time check")]
+    fn handler_calls_can_be_spawned(plugin: &Plugin, message: &wit::Message, parent: Parent) {
+        fn spawnable<T: Send>(_: T) {}
+        spawnable(plugin.invoke_in_fresh(message, parent.clone()));
+        spawnable(plugin.invoke_warm(message, parent));
+    }
+
     fn info(name: &str, subscriptions: &[&str]) -> PluginInfo {
         PluginInfo {
             name: name.into(),
