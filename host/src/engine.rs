@@ -4,8 +4,8 @@
 //! There are two linkers with the same imports. Handler calls go through the asynchronous one:
 //! its WASI functions are `async`, so a guest waiting on a clock or a stream waits in a future,
 //! and the guest runs on a fiber of its own. `describe` and the check that a component
-//! instantiates go through the synchronous one, where WASI blocks the calling thread, since
-//! they run once at load time, wherever the load happens.
+//! instantiates go through the synchronous one, where WASI blocks the calling thread: they run
+//! once at load time, on a blocking thread (WASI's blocking calls panic on a runtime worker).
 //!
 //! Stores are dropped where they finish, not on a helper thread: measured here, handing them
 //! to a dropper thread cost more (cross-thread frees contend on the allocator, and every hand-off
@@ -107,7 +107,8 @@ fn engine_config(settings: &EngineConfig) -> Config {
         .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT_BYTES)
         .table_keep_resident(64 << 10)
-        // One fiber stack per handler call in progress, as many as there may be instances.
+        // A store keeps the fiber stack of its last call until it is dropped, so there is at
+        // most one per store holding an instance: as many as there may be instances.
         .total_stacks(settings.max_instances)
         .pagemap_scan(Enabled::Auto);
 

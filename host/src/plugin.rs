@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
@@ -341,9 +341,11 @@ impl Plugin {
     }
 
     async fn invoke_in_fresh(&self, message: &wit::Message, parent: Parent) -> Invocation {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut store = self.new_store();
-        store.data_mut().begin(parent, self.settings.deadline);
+        store
+            .data_mut()
+            .begin(parent, started + self.settings.deadline);
         let instance = self.pre.instantiate_async(&mut store).await;
         let instantiation = Some(started.elapsed());
         let result = match instance {
@@ -362,6 +364,9 @@ impl Plugin {
     }
 
     async fn invoke_warm(&self, message: &wit::Message, parent: Parent) -> Invocation {
+        // Creating the instance, if the call needs one, counts against its deadline.
+        let started = Instant::now();
+        let deadline_at = started + self.settings.deadline;
         let pooled = self
             .warm
             .lock()
@@ -371,10 +376,9 @@ impl Plugin {
         let warm = match pooled {
             Some(warm) => Ok(warm),
             None => {
-                let started = std::time::Instant::now();
                 let mut store = self.new_store();
                 // Instantiating runs the guest's start functions: the deadline bounds them.
-                store.data_mut().arm_deadline(self.settings.deadline);
+                store.data_mut().arm_deadline(deadline_at);
                 let created = self
                     .pre
                     .instantiate_async(&mut store)
@@ -399,7 +403,10 @@ impl Plugin {
                 };
             }
         };
-        warm.store.data_mut().begin(parent, self.settings.deadline);
+        warm.store.data_mut().begin(parent, deadline_at);
+        // The epoch deadline its last call left may be long past: the next tick, as for a
+        // new store, so the call does not yield at its first function.
+        warm.store.set_epoch_deadline(1);
         let result = warm.bindings.handle(&mut warm.store, message).await;
         let outbox = warm.store.data_mut().finish();
         let memory_bytes = warm.store.data().linear_memory_bytes();

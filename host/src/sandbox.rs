@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime::{ResourceLimiter, UpdateDeadline};
@@ -102,9 +102,9 @@ impl HostState {
         }
     }
 
-    /// Starts the clock of a call that may run for `deadline`.
-    pub fn arm_deadline(&mut self, deadline: Duration) {
-        self.deadline_at = Some(Instant::now() + deadline);
+    /// Sets when the call about to start must end.
+    pub fn arm_deadline(&mut self, at: Instant) {
+        self.deadline_at = Some(at);
     }
 
     /// What the guest does at an epoch tick of a handler call: yield to the executor, or,
@@ -119,9 +119,9 @@ impl HostState {
         }
     }
 
-    /// Prepares the state for handling one message, within `deadline`.
-    pub fn begin(&mut self, parent: Parent, deadline: Duration) {
-        self.arm_deadline(deadline);
+    /// Prepares the state for handling one message, which must end by `deadline_at`.
+    pub fn begin(&mut self, parent: Parent, deadline_at: Instant) {
+        self.arm_deadline(deadline_at);
         parent
             .id
             .clone_into(&mut self.current.lock().unwrap_or_else(PoisonError::into_inner));

@@ -95,22 +95,22 @@ fn a_deadline_counts_the_time_a_handler_waits_in_the_host() {
     for instance in [InstancePolicy::Fresh, InstancePolicy::Reuse] {
         let plugin = Plugin::load(&engine, &plugin_file("probe"), |_| {
             Ok(PluginSettings {
-                deadline: Duration::from_millis(300),
+                deadline: Duration::from_millis(500),
                 instance,
                 ..PluginSettings::default()
             })
         })
         .unwrap();
-        // Two calls of 200 ms each: within the deadline one at a time, past it together.
+        // Two calls of 300 ms each: within the deadline one at a time, past it together.
         for _ in 0..2 {
-            let within = plugin.invoke(&message(200), "probe");
+            let within = plugin.invoke(&message(300), "probe");
             assert_eq!(within.outcome, Outcome::Handled, "{instance:?}");
             assert_eq!(within.outbox.len(), 1, "{instance:?}");
         }
-        let past = plugin.invoke(&message(500), "probe");
+        let past = plugin.invoke(&message(800), "probe");
         assert_eq!(
             past.outcome,
-            Outcome::Trapped("deadline of 300 ms exceeded".to_owned()),
+            Outcome::Trapped("deadline of 500 ms exceeded".to_owned()),
             "{instance:?}"
         );
         assert!(past.outbox.is_empty(), "{instance:?}");
