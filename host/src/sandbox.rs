@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-
 use std::time::Instant;
 
 use bytes::Bytes;
